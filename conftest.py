@@ -17,6 +17,7 @@ settings.register_profile(
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-settings.register_profile("thorough", parent=settings.get_profile("default"), max_examples=500,
-                          derandomize=False)
+settings.register_profile(
+    "thorough", parent=settings.get_profile("default"), max_examples=500, derandomize=False
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))

@@ -145,8 +145,14 @@ def embedding_tree(
         labels = balanced_kmeans(x, k, seed=seed + h, iterations=iterations)
         parents.append(labels)
         groups = int(labels.max()) + 1
-        logger.info("level %d: %d nodes -> %d parents of <= %d (%.1f s)",
-                    h, len(x), groups, k, time.perf_counter() - start)
+        logger.info(
+            "level %d: %d nodes -> %d parents of <= %d (%.1f s)",
+            h,
+            len(x),
+            groups,
+            k,
+            time.perf_counter() - start,
+        )
         x = group_means(x, labels, groups, weights=w)
         w = np.bincount(labels, weights=w, minlength=groups)
     all_params = _shape_params(branching, leaf_cluster_size) | {"iterations": iterations}

@@ -60,30 +60,61 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     build = commands.add_parser("build", help="build a tree from token counts, ids or vectors")
-    build.add_argument("--method", choices=METHODS, default="cooccurrence",
-                       help="construction (METHOD.md §2); default: cooccurrence")
-    build.add_argument("--counts", metavar="NPY",
-                       help="token counts [N] (frequency; weights for embedding; statistics)")
-    build.add_argument("--tokens", metavar="NPY",
-                       help="token-id stream [T] (cooccurrence; counts are derived from it)")
+    build.add_argument(
+        "--method",
+        choices=METHODS,
+        default="cooccurrence",
+        help="construction (METHOD.md §2); default: cooccurrence",
+    )
+    build.add_argument(
+        "--counts",
+        metavar="NPY",
+        help="token counts [N] (frequency; weights for embedding; statistics)",
+    )
+    build.add_argument(
+        "--tokens",
+        metavar="NPY",
+        help="token-id stream [T] (cooccurrence; counts are derived from it)",
+    )
     build.add_argument("--vectors", metavar="NPY", help="one vector per token [N, d] (embedding)")
-    build.add_argument("--vocab-size", type=int, metavar="N",
-                       help="vocabulary size (default: from the inputs)")
-    build.add_argument("--branching", type=_branching, default=64, metavar="K|K1,K2,..",
-                       help="one K for all levels, or an explicit bottom-up list; default 64")
-    build.add_argument("--leaf-cluster-size", type=int, metavar="C",
-                       help="children per level-1 node (k_1), with K above it")
+    build.add_argument(
+        "--vocab-size", type=int, metavar="N", help="vocabulary size (default: from the inputs)"
+    )
+    build.add_argument(
+        "--branching",
+        type=_branching,
+        default=64,
+        metavar="K|K1,K2,..",
+        help="one K for all levels, or an explicit bottom-up list; default 64",
+    )
+    build.add_argument(
+        "--leaf-cluster-size",
+        type=int,
+        metavar="C",
+        help="children per level-1 node (k_1), with K above it",
+    )
     build.add_argument("--seed", type=int, default=0, help="random seed; default 0")
-    build.add_argument("--iterations", type=int, default=8,
-                       help="balanced k-means refinement passes per level; default 8")
-    build.add_argument("--dim", type=int, default=64,
-                       help="cooccurrence vector dimension; default 64")
-    build.add_argument("--window", type=int, default=2,
-                       help="cooccurrence context window each side; default 2")
-    build.add_argument("--context-size", type=int, default=1024,
-                       help="cooccurrence: number of most frequent tokens used as contexts")
-    build.add_argument("--tokenizer-fingerprint", metavar="TEXT",
-                       help="record the tokenizer this tree belongs to")
+    build.add_argument(
+        "--iterations",
+        type=int,
+        default=8,
+        help="balanced k-means refinement passes per level; default 8",
+    )
+    build.add_argument(
+        "--dim", type=int, default=64, help="cooccurrence vector dimension; default 64"
+    )
+    build.add_argument(
+        "--window", type=int, default=2, help="cooccurrence context window each side; default 2"
+    )
+    build.add_argument(
+        "--context-size",
+        type=int,
+        default=1024,
+        help="cooccurrence: number of most frequent tokens used as contexts",
+    )
+    build.add_argument(
+        "--tokenizer-fingerprint", metavar="TEXT", help="record the tokenizer this tree belongs to"
+    )
     build.add_argument("--out", required=True, metavar="NPZ", help="where to save the tree")
     build.add_argument("--force", action="store_true", help="overwrite an existing --out file")
 
@@ -138,8 +169,9 @@ def _construct(args: argparse.Namespace, n: int, counts, tokens, vectors) -> Voc
     if args.method == "flat":
         return flat_tree(n, tokenizer_fingerprint=fingerprint)
     if args.method == "random":
-        return random_tree(n, args.branching, seed=args.seed, tokenizer_fingerprint=fingerprint,
-                           **shape)
+        return random_tree(
+            n, args.branching, seed=args.seed, tokenizer_fingerprint=fingerprint, **shape
+        )
     if args.method == "frequency":
         if counts is None:
             raise UsageError("--method frequency needs --counts or --tokens")
@@ -147,15 +179,29 @@ def _construct(args: argparse.Namespace, n: int, counts, tokens, vectors) -> Voc
     if args.method == "embedding":
         if vectors is None:
             raise UsageError("--method embedding needs --vectors")
-        return embedding_tree(vectors, counts, args.branching, seed=args.seed,
-                              iterations=args.iterations, tokenizer_fingerprint=fingerprint,
-                              **shape)
+        return embedding_tree(
+            vectors,
+            counts,
+            args.branching,
+            seed=args.seed,
+            iterations=args.iterations,
+            tokenizer_fingerprint=fingerprint,
+            **shape,
+        )
     if tokens is None:
         raise UsageError("--method cooccurrence needs --tokens")
-    return cooccurrence_tree(tokens, n, args.branching, seed=args.seed, dim=args.dim,
-                             window=args.window, context_size=args.context_size,
-                             iterations=args.iterations, tokenizer_fingerprint=fingerprint,
-                             **shape)
+    return cooccurrence_tree(
+        tokens,
+        n,
+        args.branching,
+        seed=args.seed,
+        dim=args.dim,
+        window=args.window,
+        context_size=args.context_size,
+        iterations=args.iterations,
+        tokenizer_fingerprint=fingerprint,
+        **shape,
+    )
 
 
 def _run(args: argparse.Namespace) -> None:

@@ -7,9 +7,9 @@ sum of squared distances. Two stages, both linear in ``n`` per pass so that N = 
 
 1. **Recursive balanced bisection** (initialisation). Split a set in two with 2-means whose cut
    is forced to a multiple of ``k`` (difference of squared distances to the two centroids is a
-   projection onto ``c_2 - c_1``, so the split is a sort); recurse until a set fits one group.
-   Well-separated clusters of exactly ``k`` points are contiguous along the projection and
-   therefore never cut.
+   projection onto ``c_2 - c_1``, so the split is a sort), best of a few seedings; recurse until
+   a set fits one group. Well-separated clusters of exactly ``k`` points are contiguous along a
+   good projection and therefore never cut.
 2. **Balanced Lloyd refinement**. Alternate centroid updates with a capacity-constrained
    assignment: all (point, candidate centroid) pairs among each point's nearest few, taken
    greedily by distance while the centroid has room; points left over are placed the same way
@@ -30,26 +30,49 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _bisect_order(x: np.ndarray, n_left: int, rng: np.random.Generator, iters: int) -> np.ndarray:
-    """A permutation of ``x``'s rows whose first ``n_left`` form the left half of a 2-means split."""
-    first = x[rng.integers(len(x))]
-    c1 = x[np.argmax(((x - first) ** 2).sum(1))]  # farthest-point seeding: two distant centres
-    c2 = x[np.argmax(((x - c1) ** 2).sum(1))]
+def _two_means_split(
+    x: np.ndarray, n_left: int, c1: np.ndarray, c2: np.ndarray, iters: int
+) -> tuple[np.ndarray, float]:
+    """2-means from centres ``c1, c2`` with the cut forced after ``n_left`` rows.
+
+    Returns the permutation (left half first) and the split's within-halves squared distance
+    up to a constant (``-n_l |m_l|^2 - n_r |m_r|^2``; the constant ``sum |x|^2`` is shared).
+    """
     split = None
     for _ in range(iters):
         # |x - c1|^2 - |x - c2|^2 = 2 x.(c2 - c1) + const: nearest-to-c1 first.
-        score = x @ (c2 - c1)
-        order = np.argsort(score, kind="stable")
+        order = np.argsort(x @ (c2 - c1), kind="stable")
         left = np.sort(order[:n_left])
+        c1, c2 = x[order[:n_left]].mean(0), x[order[n_left:]].mean(0)
         if split is not None and np.array_equal(left, split):
             break
         split = left
-        c1 = x[order[:n_left]].mean(0)
-        c2 = x[order[n_left:]].mean(0)
-    return order
+    cost = -n_left * float(c1 @ c1) - (len(x) - n_left) * float(c2 @ c2)
+    return order, cost
 
 
-def _bisection_labels(x: np.ndarray, k: int, rng: np.random.Generator, iters: int) -> np.ndarray:
+def _bisect_order(
+    x: np.ndarray, n_left: int, rng: np.random.Generator, iters: int, tries: int
+) -> np.ndarray:
+    """A permutation of ``x``'s rows whose first ``n_left`` form the left half of a 2-means split.
+
+    The best of ``tries`` seedings: farthest-point seeding first (two distant centres), then
+    random pairs of rows. A cut forced through a cluster cannot be undone by the refinement
+    stage, so a few cheap restarts here are worth it.
+    """
+    first = x[rng.integers(len(x))]
+    c1 = x[np.argmax(((x - first) ** 2).sum(1))]
+    seeds = [(c1, x[np.argmax(((x - c1) ** 2).sum(1))])]
+    for _ in range(tries - 1):
+        i, j = rng.choice(len(x), 2, replace=False)
+        seeds.append((x[i], x[j]))
+    splits = [_two_means_split(x, n_left, a, b, iters) for a, b in seeds]
+    return min(splits, key=lambda split: split[1])[0]
+
+
+def _bisection_labels(
+    x: np.ndarray, k: int, rng: np.random.Generator, iters: int, tries: int
+) -> np.ndarray:
     labels = np.empty(len(x), dtype=np.int64)
     next_label = 0
     stack = [np.arange(len(x))]
@@ -61,7 +84,7 @@ def _bisection_labels(x: np.ndarray, k: int, rng: np.random.Generator, iters: in
             next_label += 1
             continue
         n_left = (groups // 2) * k  # the left half holds only full groups; the remainder goes right
-        order = _bisect_order(x[index], n_left, rng, iters)
+        order = _bisect_order(x[index], n_left, rng, iters, tries)
         stack.append(index[order[n_left:]])
         stack.append(index[order[:n_left]])
     return labels
@@ -91,7 +114,7 @@ def group_means(
 def _candidate_pairs(
     x: np.ndarray, centroids: np.ndarray, allowed: np.ndarray, m: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each row's ``m`` nearest allowed centroids: (rows, centroid ids, squared distances - |x|^2)."""
+    """Each row's ``m`` nearest allowed centroids as (rows, centroid ids, |x - c|^2 - |x|^2)."""
     c_norm = (centroids.astype(np.float64) ** 2).sum(1)
     c_norm[~allowed] = np.inf
     m = min(m, int(allowed.sum()))
@@ -99,8 +122,10 @@ def _candidate_pairs(
     for start in range(0, len(x), _ROW_CHUNK):
         block = x[start : start + _ROW_CHUNK]
         d = c_norm[None, :] - 2.0 * (block @ centroids.T)
-        top = np.argpartition(d, m - 1, axis=1)[:, :m] if m < d.shape[1] else np.tile(
-            np.arange(d.shape[1]), (len(block), 1)
+        top = (
+            np.argpartition(d, m - 1, axis=1)[:, :m]
+            if m < d.shape[1]
+            else np.tile(np.arange(d.shape[1]), (len(block), 1))
         )
         rows.append(np.repeat(np.arange(start, start + len(block)), top.shape[1]))
         cols.append(top.ravel())
@@ -148,6 +173,7 @@ def balanced_kmeans(
     seed: int = 0,
     iterations: int = 8,
     bisect_iterations: int = 8,
+    bisect_tries: int = 3,
     candidates: int = 8,
 ) -> np.ndarray:
     """Labels ``[n]`` in ``0..ceil(n/k)-1`` with the sizes of ``shape.group_sizes(n, k)``.
@@ -161,7 +187,7 @@ def balanced_kmeans(
     if groups == 1:
         return np.zeros(n, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    labels = _bisection_labels(x, k, rng, bisect_iterations)
+    labels = _bisection_labels(x, k, rng, bisect_iterations, bisect_tries)
     capacity = np.bincount(labels, minlength=groups)
     assert sorted(capacity.tolist(), reverse=True) == group_sizes(n, k)
     # Objective via sum |x - m_g|^2 = sum |x|^2 - sum_g n_g |m_g|^2: no pass over x per check.

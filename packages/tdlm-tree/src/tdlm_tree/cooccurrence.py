@@ -24,7 +24,9 @@ __all__ = ["cooccurrence_vectors", "cooccurrence_tree"]
 def _validated_stream(token_ids: Any, vocab_size: int) -> np.ndarray:
     ids = np.asarray(token_ids)
     if ids.ndim != 1 or ids.size < 2:
-        raise TreeError(f"token stream must be a 1-D array of at least 2 ids, got shape {ids.shape}")
+        raise TreeError(
+            f"token stream must be a 1-D array of at least 2 ids, got shape {ids.shape}"
+        )
     if not np.issubdtype(ids.dtype, np.integer):
         raise TreeError(f"token ids must be integers, got dtype {ids.dtype}")
     if vocab_size < 1:
@@ -45,11 +47,16 @@ def _context_counts(ids: np.ndarray, vocab_size: int, context_size: int, window:
     table = np.zeros(vocab_size * 2 * v, dtype=np.float64)
     for distance in range(1, window + 1):
         # (token, its context, which half): the context sits `distance` before / after the token.
-        for who, ctx, side in ((ids[distance:], ids[:-distance], 0), (ids[:-distance], ids[distance:], v)):
+        for who, ctx, side in (
+            (ids[distance:], ids[:-distance], 0),
+            (ids[:-distance], ids[distance:], v),
+        ):
             col = column[ctx]
             keep = col >= 0
             key = who[keep] * (2 * v) + side + col[keep]
-            table += np.bincount(key, weights=np.full(len(key), 1.0 / distance), minlength=table.size)
+            table += np.bincount(
+                key, weights=np.full(len(key), 1.0 / distance), minlength=table.size
+            )
     return table.reshape(vocab_size, 2 * v).astype(np.float32)
 
 

@@ -62,8 +62,13 @@ def save_tree(tree: VocabTree, path: str | os.PathLike[str]) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, level_sizes=np.asarray(tree.level_sizes, dtype=np.int64),
-                     parent=parent, slot=slot, metadata=meta)
+            np.savez(
+                f,
+                level_sizes=np.asarray(tree.level_sizes, dtype=np.int64),
+                parent=parent,
+                slot=slot,
+                metadata=meta,
+            )
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -134,9 +139,9 @@ def _per_level_arrays(
         if not above.all():
             node = int(offsets[h] + np.flatnonzero(~above)[0])
             raise TreeError(
-                f"{path}: node {node} (level {h}) has parent {int(parent[node])}, not a level-{h + 1} "
-                f"node ({int(offsets[h + 1])}..{int(offsets[h + 2]) - 1}): the parent links contain "
-                "a cycle, a self-loop or a skipped level"
+                f"{path}: node {node} (level {h}) has parent {int(parent[node])}, not a "
+                f"level-{h + 1} node ({int(offsets[h + 1])}..{int(offsets[h + 2]) - 1}): the "
+                "parent links contain a cycle, a self-loop or a skipped level"
             )
         parents.append(level - offsets[h + 1])
         slots.append(slot[offsets[h] : offsets[h + 1]])

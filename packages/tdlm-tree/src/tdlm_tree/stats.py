@@ -104,5 +104,7 @@ def format_stats(tree: VocabTree, counts: Any = None) -> str:
         lines.append(line)
     if counts is not None:
         total = sum(r.entropy for r in rows if r.entropy is not None)
-        lines.append(f"sum of levels {total:.4f} nats = unigram entropy {unigram_entropy(counts):.4f}")
+        lines.append(
+            f"sum of levels {total:.4f} nats = unigram entropy {unigram_entropy(counts):.4f}"
+        )
     return "\n".join(lines)

@@ -219,7 +219,9 @@ class VocabTree:
         self._check_level(level, self._depth)
         local = np.asarray(local, dtype=np.int64)
         if local.size and (local.min() < 0 or local.max() >= self._level_sizes[level]):
-            raise TreeError(f"local ids outside level {level}'s range 0..{self._level_sizes[level] - 1}")
+            raise TreeError(
+                f"local ids outside level {level}'s range 0..{self._level_sizes[level] - 1}"
+            )
         return local + self._offsets[level]
 
     def level_of(self, global_ids: Any) -> np.ndarray:
@@ -263,7 +265,9 @@ class VocabTree:
             return NotImplemented
         return (
             self._level_sizes == other._level_sizes
-            and all(np.array_equal(a, b) for a, b in zip(self._parents, other._parents, strict=True))
+            and all(
+                np.array_equal(a, b) for a, b in zip(self._parents, other._parents, strict=True)
+            )
             and all(np.array_equal(a, b) for a, b in zip(self._slots, other._slots, strict=True))
             and (self.method, self.seed, self.tokenizer_fingerprint, self.params)
             == (other.method, other.seed, other.tokenizer_fingerprint, other.params)

@@ -1,0 +1,65 @@
+"""Statistics: the per-level conditional entropies telescope to the unigram entropy."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tdlm_tree import (
+    TreeError,
+    conditional_entropies,
+    flat_tree,
+    format_stats,
+    level_stats,
+    random_tree,
+    unigram_entropy,
+)
+from tdlm_tree.testing import any_trees
+
+
+@given(any_trees(2000), st.integers(0, 10**6), st.booleans())
+def test_level_entropies_sum_to_the_unigram_entropy(tree, seed, sparse):
+    rng = np.random.default_rng(seed)
+    counts = rng.zipf(1.5, tree.vocab_size).astype(float)
+    if sparse:
+        counts[rng.random(tree.vocab_size) < 0.5] = 0  # unseen tokens and empty subtrees
+        counts[0] += 1
+    h = conditional_entropies(tree, counts)
+    assert (h >= -1e-12).all()
+    np.testing.assert_allclose(h.sum(), unigram_entropy(counts), rtol=1e-10, atol=1e-12)
+
+
+def test_hand_computed_case():
+    # Tokens 0,1 under node A, tokens 2,3 under node B; p = (.1, .3, .2, .4).
+    tree = random_tree(4, 2, seed=0)
+    a = tree.parents[0]
+    counts = np.array([1.0, 3.0, 2.0, 4.0])
+    p_parent = np.bincount(a, weights=counts / 10)
+    expected_top = -(p_parent * np.log(p_parent)).sum()
+    h = conditional_entropies(tree, counts)
+    np.testing.assert_allclose(h[1], expected_top, rtol=1e-12)
+    assert tree.depth == 2
+
+
+def test_flat_tree_puts_all_entropy_in_one_level():
+    counts = np.arange(1, 101)
+    np.testing.assert_allclose(
+        conditional_entropies(flat_tree(100), counts), [unigram_entropy(counts)]
+    )
+
+
+def test_level_stats_and_table():
+    tree = random_tree(1000, 16)
+    rows = level_stats(tree)
+    assert [r.parents for r in rows] == [63, 4, 1]
+    assert rows[0].max_children == 16 and rows[0].min_children == 1000 - 62 * 16
+    assert rows[0].entropy is None
+    text = format_stats(tree, np.ones(1000))
+    assert "sum of levels 6.9078 nats = unigram entropy 6.9078" in text
+
+
+def test_bad_counts():
+    with pytest.raises(TreeError, match="shape"):
+        conditional_entropies(random_tree(10, 2), np.ones(9))
+    with pytest.raises(TreeError, match="not all zero"):
+        conditional_entropies(random_tree(10, 2), np.zeros(10))
