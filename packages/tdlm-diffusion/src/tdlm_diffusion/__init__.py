@@ -1,3 +1,81 @@
-"""tdlm-diffusion: package skeleton; its contents arrive with its own issue (see README.md)."""
+"""tdlm-diffusion: the tree-structured discrete diffusion process (METHOD.md §3–§6).
+
+Tokens are the leaves of a vocabulary tree (``tdlm_tree.VocabTree``); noising moves each position
+up the tree one level at a time, so a network only ever chooses among a node's ``k`` children.
+This package holds the schedules, the forward process and its transition matrices, the ELBO
+(training loss and per-level evaluation) and the ancestral sampler. It knows no network: any
+callable ``denoiser(nodes [b, l], level [b]) -> child logits [b, l, k]`` works (:mod:`.protocol`).
+"""
+
+from .elbo import (
+    TrainingLoss,
+    child_nll,
+    diffusion_loss,
+    in_level_nelbo,
+    low_discrepancy_times,
+    training_loss,
+)
+from .evaluation import NelboEstimate, bits_per_byte, evaluate_nelbo, perplexity
+from .process import TreeProcess
+from .protocol import Denoiser, TimeConditionedDenoiser
+from .sampler import (
+    SamplerConfig,
+    SampleResult,
+    ancestral_sample,
+    ancestral_sample_step,
+    child_distribution,
+    step_grid,
+    steps_per_level,
+)
+from .schedules import (
+    CosineSchedule,
+    DiffusionSchedule,
+    InLevelSchedule,
+    LinearSchedule,
+    PolynomialSchedule,
+    ScheduleConfig,
+    entropy_allocation,
+    exponential_allocation,
+    linear_allocation,
+    uniform_allocation,
+)
+from .transitions import MAX_DENSE_NODES, transition_matrix
+from .validation import DiffusionInputError
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "MAX_DENSE_NODES",
+    "CosineSchedule",
+    "Denoiser",
+    "DiffusionInputError",
+    "DiffusionSchedule",
+    "InLevelSchedule",
+    "LinearSchedule",
+    "NelboEstimate",
+    "PolynomialSchedule",
+    "SampleResult",
+    "SamplerConfig",
+    "ScheduleConfig",
+    "TimeConditionedDenoiser",
+    "TrainingLoss",
+    "TreeProcess",
+    "ancestral_sample",
+    "ancestral_sample_step",
+    "bits_per_byte",
+    "child_distribution",
+    "child_nll",
+    "diffusion_loss",
+    "entropy_allocation",
+    "evaluate_nelbo",
+    "exponential_allocation",
+    "in_level_nelbo",
+    "linear_allocation",
+    "low_discrepancy_times",
+    "perplexity",
+    "step_grid",
+    "steps_per_level",
+    "training_loss",
+    "transition_matrix",
+    "uniform_allocation",
+]

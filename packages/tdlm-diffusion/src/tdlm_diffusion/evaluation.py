@@ -1,0 +1,106 @@
+"""Evaluation: the NELBO stratified by level, and the numbers it is reported in (METHOD.md §4).
+
+``NELBO(x) = Σ_h L_h(x)`` (the paper's Corollary 3.5). Instead of drawing ``t ~ U[0, 1]`` as in
+training, evaluation estimates every ``L_h`` separately with ``n`` in-level times per level
+(stratification removes the variance of which level a sample lands in, and gives the paper's
+per-height split). The ``n · b`` in-level times of a level form one low-discrepancy grid
+``s = (u + j / (n b)) mod 1``. Reported: nats per token, perplexity ``exp(NELBO / token)`` and
+bits per byte (comparable across tokenizers).
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .elbo import in_level_nelbo, low_discrepancy_times
+from .process import TreeProcess
+from .protocol import Denoiser, TimeConditionedDenoiser
+from .validation import DiffusionInputError, check_tokens
+
+__all__ = ["NelboEstimate", "bits_per_byte", "evaluate_nelbo", "perplexity"]
+
+
+@dataclass(frozen=True)
+class NelboEstimate:
+    """Per-sequence, per-level NELBO estimates of one batch, in nats.
+
+    ``level_nelbo[i, h]`` estimates ``L_h(x_i)``; ``tokens_per_sequence`` is ``l``. To report a
+    dataset, sum ``total_nats`` and ``num_tokens`` over batches, then use :func:`perplexity` and
+    :func:`bits_per_byte`.
+    """
+
+    level_nelbo: Float[Tensor, "b h"]
+    tokens_per_sequence: int
+
+    @property
+    def nelbo(self) -> Float[Tensor, " b"]:
+        """``NELBO(x_i) = Σ_h L_h(x_i)`` per sequence."""
+        return self.level_nelbo.sum(dim=-1)
+
+    @property
+    def num_tokens(self) -> int:
+        """``b · l``."""
+        return self.level_nelbo.shape[0] * self.tokens_per_sequence
+
+    @property
+    def total_nats(self) -> float:
+        """The batch's NELBO summed over sequences and levels."""
+        return float(self.level_nelbo.sum())
+
+    @property
+    def per_token(self) -> float:
+        """NELBO in nats per token."""
+        return self.total_nats / self.num_tokens
+
+    @property
+    def level_per_token(self) -> list[float]:
+        """``L_h`` in nats per token, level ``h = 0`` (the leaves' choice) first."""
+        return (self.level_nelbo.sum(dim=0) / self.num_tokens).tolist()
+
+
+@torch.no_grad()
+def evaluate_nelbo(
+    process: TreeProcess,
+    denoiser: Denoiser | TimeConditionedDenoiser,
+    x: Int[Tensor, "b l"],
+    *,
+    samples_per_level: int = 1,
+    generator: torch.Generator | None = None,
+) -> NelboEstimate:
+    """Estimate every level's ``L_h(x)`` with ``samples_per_level`` noise draws each.
+
+    Costs ``H · samples_per_level`` denoiser calls on the batch.
+    """
+    check_tokens(x, process.vocab_size)
+    if samples_per_level < 1:
+        raise DiffusionInputError(f"samples_per_level must be at least 1, got {samples_per_level}")
+    batch = x.shape[0]
+    n = samples_per_level
+    columns = []
+    for h in range(process.depth):
+        level = torch.full((batch,), h, dtype=torch.long, device=x.device)
+        grid = low_discrepancy_times(n * batch, generator=generator, device=x.device)
+        total = torch.zeros(batch, dtype=torch.float64, device=x.device)
+        for s in grid.view(n, batch):
+            z = process.sample_in_level(x, level, s, generator)
+            logits = process.child_logits(denoiser, z, level, s)
+            total += in_level_nelbo(process, logits, x, z, level, s).double()
+        columns.append(total / n)
+    return NelboEstimate(level_nelbo=torch.stack(columns, dim=-1), tokens_per_sequence=x.shape[1])
+
+
+def perplexity(total_nats: float, num_tokens: int) -> float:
+    """``exp(NELBO per token)``: an upper bound on the model's perplexity."""
+    if num_tokens < 1:
+        raise DiffusionInputError(f"perplexity needs at least one token, got {num_tokens}")
+    return math.exp(total_nats / num_tokens)
+
+
+def bits_per_byte(total_nats: float, num_bytes: int) -> float:
+    """The NELBO in bits per UTF-8 byte of the evaluated text: ``nats / (ln 2 · bytes)``."""
+    if num_bytes < 1:
+        raise DiffusionInputError(f"bits per byte needs at least one byte, got {num_bytes}")
+    return total_nats / (math.log(2) * num_bytes)
