@@ -1,0 +1,70 @@
+"""Chunked cross-entropy: the memory-lean full-vocabulary baseline (METHOD.md §1).
+
+MDLM's peak training memory is dominated by the ``[batch, length, N]`` logits and their
+gradient. Computing the loss ``chunk_size`` positions at a time under activation checkpointing
+keeps only one chunk's logits alive: the forward pass drops them once the chunk's loss is
+summed, and the backward pass recomputes them (one extra head matmul) and turns them into that
+chunk's gradient before the next chunk. This is the strong baseline TDLM's memory claim must also
+beat; loss and gradients equal the plain computation up to summation order.
+"""
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["chunked_cross_entropy", "weighted_cross_entropy"]
+
+
+def weighted_cross_entropy(
+    logits: Float[Tensor, "b l k"],
+    targets: Int[Tensor, "b l"],
+    weights: Float[Tensor, "b l"],
+) -> Float[Tensor, ""]:
+    """``sum_{i,l} weights[i,l] * (-log softmax(logits[i,l])[targets[i,l]])``, in fp32."""
+    ce = F.cross_entropy(
+        rearrange(logits.float(), "b l k -> (b l) k"),
+        rearrange(targets, "b l -> (b l)"),
+        reduction="none",
+    )
+    return (ce * rearrange(weights.float(), "b l -> (b l)")).sum()
+
+
+def _chunk_loss(
+    head: nn.Module,
+    hidden: Float[Tensor, "b c d"],
+    level: Int[Tensor, " b"],
+    targets: Int[Tensor, "b c"],
+    weights: Float[Tensor, "b c"],
+) -> Float[Tensor, ""]:
+    return weighted_cross_entropy(head(hidden, level), targets, weights)
+
+
+def chunked_cross_entropy(
+    head: nn.Module,
+    hidden: Float[Tensor, "b l d"],
+    level: Int[Tensor, " b"],
+    targets: Int[Tensor, "b l"],
+    weights: Float[Tensor, "b l"],
+    chunk_size: int,
+) -> Float[Tensor, ""]:
+    """:func:`weighted_cross_entropy` of ``head(hidden, level)``, ``chunk_size`` positions at once.
+
+    ``head`` maps ``(hidden [b, c, d], level [b]) -> logits [b, c, k]``; every slot counts in the
+    softmax (the flat tree's case). Returns the weighted sum (no normalisation); positions with
+    weight 0 contribute nothing but still need a valid target.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    total = hidden.new_zeros((), dtype=torch.float32)
+    # split, not slicing: its backward concatenates the chunks' input gradients in one go.
+    for h, t, w in zip(
+        hidden.split(chunk_size, dim=1),
+        targets.split(chunk_size, dim=1),
+        weights.split(chunk_size, dim=1),
+        strict=True,
+    ):
+        total = total + checkpoint(_chunk_loss, head, h, level, t, w, use_reentrant=False)
+    return total
