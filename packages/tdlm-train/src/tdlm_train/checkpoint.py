@@ -1,0 +1,128 @@
+"""Checkpoints: safetensors weights, a weights-only optimizer file and JSON state, atomically.
+
+A checkpoint is a folder ``checkpoints/step_XXXXXXXX/`` holding
+
+* ``model.safetensors`` and ``ema.safetensors`` — the weights and their exponential average;
+* ``optimizer.pt`` — the optimizer's state dict (tensors and numbers only, read back with
+  ``torch.load(weights_only=True)``, so loading never unpickles code);
+* ``rng.safetensors`` — the torch RNG states (CPU, and CUDA where used);
+* ``state.json`` — step, tokens seen, data-order position, best validation NELBO, the resolved
+  config, the tree and tokenizer files and fingerprints, library versions.
+
+The folder is assembled under a temporary name and renamed into place, so a run killed at any
+instant (even SIGKILL mid-write) leaves the previous checkpoint intact and loadable. After each
+save only the newest ``keep_last`` checkpoints and the best one are kept.
+"""
+
+import json
+import pickle
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .atomic import replace_dir, temp_dir_beside, write_json
+from .errors import UserError
+
+__all__ = [
+    "Checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "list_checkpoints",
+]
+
+_STEP_DIR = re.compile(r"^step_(\d{8})$")
+_FILES = ("model.safetensors", "ema.safetensors", "optimizer.pt", "rng.safetensors", "state.json")
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    rng: dict[str, torch.Tensor]
+    state: dict[str, Any]
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run, oldest first (temporary folders are not listed)."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP_DIR.match(p.name))]
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+def save_checkpoint(
+    run_dir: Path,
+    *,
+    step: int,
+    model: dict[str, torch.Tensor],
+    ema: dict[str, torch.Tensor],
+    optimizer: dict[str, Any],
+    rng: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    keep_last: int,
+    best_step: int | None,
+) -> Path:
+    """Write checkpoint ``step`` atomically, then prune old ones (keeping ``best_step``)."""
+    final = Path(run_dir) / "checkpoints" / f"step_{step:08d}"
+    tmp = temp_dir_beside(final)
+    try:
+        save_file(_contiguous(model), tmp / "model.safetensors")
+        save_file(_contiguous(ema), tmp / "ema.safetensors")
+        save_file(_contiguous(rng), tmp / "rng.safetensors")
+        torch.save(optimizer, tmp / "optimizer.pt")
+        write_json(tmp / "state.json", {**state, "step": step})
+        replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old_step, path in list_checkpoints(run_dir)[:-keep_last]:
+        if old_step != best_step:
+            shutil.rmtree(path, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read and check a checkpoint folder; any defect is a :class:`UserError` naming it."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"checkpoint {path}: no such folder")
+    missing = [name for name in _FILES if not (path / name).is_file()]
+    if missing:
+        raise UserError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
+    try:
+        state = json.loads((path / "state.json").read_text())
+        tensors = {
+            name: load_file(path / f"{name}.safetensors") for name in ("model", "ema", "rng")
+        }
+        optimizer = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
+    except (
+        OSError,
+        ValueError,
+        SafetensorError,
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+    ) as error:
+        raise UserError(f"checkpoint {path} is corrupt or truncated ({error})") from None
+    if not isinstance(state, dict) or "step" not in state or "config" not in state:
+        raise UserError(f"checkpoint {path}: state.json lacks its step or config")
+    return Checkpoint(path, tensors["model"], tensors["ema"], optimizer, tensors["rng"], state)

@@ -1,0 +1,159 @@
+"""The training run's configuration: nested keyword-only dataclasses, and the presets.
+
+Every field can be set from the command line as ``--section.field value`` (see
+:mod:`.overrides`); the trailing comment on each field is its ``--help`` line. The resolved
+config is saved with every run (``config.json``) and every checkpoint. Presets are plain
+functions in :data:`PRESETS`: ``tiny`` (the out-of-the-box CPU run on the standard library's
+sources) and ``owt-small`` (the paper's OpenWebText setting on GPUs).
+"""
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .corpus import CorpusConfig
+from .data import TreeConfig
+from .errors import UserError
+from .tokenizer import TokenizerConfig
+
+__all__ = ["ModelConfig", "DiffusionConfig", "OptimConfig", "RunConfig", "PRESETS", "preset"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    kind: str = "tdlm"  # tdlm (the vocabulary tree) or mdlm (flat tree, full-vocabulary head)
+    preset: str = "tiny"  # tdlm-nn preset: tiny | small | medium (TDLM deepened to MDLM's budget)
+    n_blocks: int = 0  # override the preset's depth (0: keep it)
+    dropout: float = 0.1  # dropout in attention and MLP
+    attention: str = "auto"  # auto | xformers | sdpa | math
+    time_conditioning: bool = False  # condition on (level, s) instead of the level only
+    compile: bool = False  # torch.compile the backbone
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("tdlm", "mdlm"):
+            raise UserError(f"--model must be tdlm or mdlm, got {self.kind!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiffusionConfig:
+    alpha: str = "linear"  # in-level schedule alpha(s): linear | cosine | polynomial
+    allocation: str = "uniform"  # level time allocation: uniform | linear | exponential | entropy
+    gamma: float = 0.5  # exponential allocation's rate
+    level_weights: tuple[float, ...] = ()  # training-only per-level loss weights (empty: all 1)
+    eval_samples_per_level: int = 1  # noise draws per level in validation NELBO estimates
+    sample_steps: int = 64  # sampler steps (over all levels) for the samples shown
+    temperature: float = 1.0  # sampling temperature on child distributions
+    top_p: float = 1.0  # nucleus sampling on child distributions
+
+    def __post_init__(self) -> None:
+        if self.alpha not in ("linear", "cosine", "polynomial"):
+            raise UserError(
+                f"unknown in-level schedule --diffusion.alpha {self.alpha!r} "
+                "(linear, cosine, polynomial)"
+            )
+        if self.allocation not in ("uniform", "linear", "exponential", "entropy"):
+            raise UserError(
+                f"unknown level time allocation --diffusion.allocation "
+                f"{self.allocation!r} (uniform, linear, exponential, entropy)"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    lr: float = 1e-3  # AdamW peak learning rate
+    betas: tuple[float, ...] = (0.9, 0.999)  # AdamW betas
+    weight_decay: float = 0.0  # AdamW weight decay
+    warmup_steps: int = 100  # linear warmup steps
+    schedule: str = "constant"  # after warmup: constant | cosine (to min_lr_ratio at max_steps)
+    min_lr_ratio: float = 0.1  # cosine floor, as a fraction of lr
+    grad_clip: float = 1.0  # global gradient-norm clip (0: off)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    ema_decay: float = 0.999  # EMA of weights, used for validation and sampling (0: off)
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise UserError(f"--optim.schedule must be constant or cosine, got {self.schedule!r}")
+        if self.lr <= 0 or self.grad_accum < 1 or not 0 <= self.ema_decay < 1:
+            raise UserError("need --optim.lr > 0, --optim.grad_accum >= 1, 0 <= ema_decay < 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    run_dir: str = ""  # output folder (default: runs/<date>-<time>-<model>)
+    cache_dir: str = ".cache/tdlm"  # tokenizer, token and tree caches
+    seed: int = 0  # seeds weights, noise and data order
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    batch_size: int = 16  # sequences per micro-batch per process
+    seq_len: int = 128  # tokens per packed block (BOS + L-2 tokens + EOS)
+    max_steps: int = 0  # optimizer steps (0: until --minutes runs out)
+    minutes: float = 7.0  # wall-clock budget of the training loop (0: none; needs max_steps)
+    log_every: int = 10  # steps between metric lines
+    eval_every: int = 250  # steps between validations (and samples)
+    eval_batches: int = 8  # validation batches per validation
+    checkpoint_every: int = 250  # steps between checkpoints
+    keep_last: int = 2  # checkpoints kept besides the best
+    sample_count: int = 2  # sequences sampled at each validation
+    data: CorpusConfig = field(default_factory=CorpusConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    tree: TreeConfig = field(default_factory=TreeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.seq_len < 3:
+            raise UserError("need --batch_size >= 1 and --seq_len >= 3")
+        if self.max_steps < 0 or self.minutes < 0 or (self.max_steps == 0 and self.minutes == 0):
+            raise UserError("give a budget: --max_steps > 0 or --minutes > 0")
+        if min(self.log_every, self.eval_every, self.checkpoint_every, self.keep_last) < 1:
+            raise UserError(
+                "--log_every, --eval_every, --checkpoint_every, --keep_last must be >= 1"
+            )
+
+    def compatible_with(self, other: "RunConfig") -> list[str]:
+        """Fields that must match to resume: all but budgets, cadences, device and folders."""
+        free = {
+            "run_dir",
+            "cache_dir",
+            "device",
+            "max_steps",
+            "minutes",
+            "log_every",
+            "eval_every",
+            "checkpoint_every",
+            "keep_last",
+            "sample_count",
+        }
+        mine, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
+        return sorted(k for k in mine if k not in free and mine[k] != theirs[k])
+
+
+def tiny() -> RunConfig:
+    """The out-of-the-box run: tiny TDLM on the standard library's sources, CPU, minutes."""
+    return RunConfig()
+
+
+def owt_small() -> RunConfig:
+    """The paper's setting: OpenWebText, GPT-2 tokenizer, L = 1024, small model, on GPUs."""
+    return RunConfig(
+        batch_size=16,
+        seq_len=1024,
+        max_steps=1_000_000,
+        minutes=0,
+        log_every=100,
+        eval_every=10_000,
+        checkpoint_every=10_000,
+        data=CorpusConfig(source="hf:openwebtext", val_fraction=0.0005),
+        tokenizer=TokenizerConfig(name="gpt2"),
+        model=ModelConfig(preset="small"),
+        optim=OptimConfig(lr=3e-4, warmup_steps=2500, ema_decay=0.9999),
+    )
+
+
+PRESETS: dict[str, Callable[[], RunConfig]] = {"tiny": tiny, "owt-small": owt_small}
+
+
+def preset(name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise UserError(f"unknown --preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()

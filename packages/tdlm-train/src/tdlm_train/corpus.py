@@ -1,0 +1,176 @@
+"""Text sources and the deterministic train/validation split (issue 5, "Data").
+
+A corpus is a list of documents ``(doc_id, text)`` from one of three sources:
+
+* ``stdlib`` (the default, no download): the Python standard library source files of the running
+  interpreter, found through ``sysconfig``, test folders and ``site-packages`` excluded — real
+  text every machine has;
+* local files: a path, a glob, or several separated by commas (``.jsonl`` files give one
+  document per line's ``text`` field, every other file is one document);
+* ``hf:NAME[:CONFIG]``: a Hugging Face dataset, loaded through ``datasets`` (imported lazily;
+  the hub is needed for named datasets, and offline that fails with a clear message). Local
+  files go through the same loader with ``hf:json`` / ``hf:text`` and ``data_files``.
+
+The split is by document and depends only on each document's id: a keyed hash puts a fixed
+fraction in validation, so adding documents never moves existing ones between splits.
+"""
+
+import glob
+import hashlib
+import json
+import os
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+__all__ = ["CorpusConfig", "Document", "load_documents", "split_documents", "corpus_fingerprint"]
+
+Document = tuple[str, str]
+_EXCLUDED_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CorpusConfig:
+    """Where the text comes from and how it is split."""
+
+    source: str = "stdlib"  # stdlib (no download) | path/glob[,path/glob...] | hf:NAME[:CONFIG]
+    hf_split: str = "train"  # split of an hf: source
+    data_files: str = ""  # local files for an hf: loader, e.g. hf:json (comma-separated)
+    text_field: str = "text"  # the text field of .jsonl files and hf: datasets
+    val_fraction: float = 0.05  # share of documents held out for validation (by id hash)
+    max_documents: int = 0  # use only the first N documents in id order (0: all)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise UserError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.max_documents < 0:
+            raise UserError(f"data.max_documents must be >= 0, got {self.max_documents}")
+
+
+def _stdlib_documents() -> list[Document]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    docs = []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).parts
+        if any(p in _EXCLUDED_DIRS or p.startswith("test") for p in parts[:-1]):
+            continue
+        if parts[-1].startswith("test_"):
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if text.strip():
+            docs.append((f"stdlib/{'/'.join(parts)}", text))
+    if not docs:
+        raise UserError(f"no Python sources found under the standard library folder {root}")
+    return docs
+
+
+def _local_documents(spec: str, text_field: str) -> list[Document]:
+    paths: list[Path] = []
+    for pattern in (p.strip() for p in spec.split(",") if p.strip()):
+        matches = sorted(glob.glob(pattern, recursive=True))
+        if not matches:
+            raise UserError(f"data.source {pattern!r}: no such file, and no files match it")
+        paths += [Path(m) for m in matches if Path(m).is_file()]
+    # Ids relative to the files' common folder: moving a corpus keeps its split and cache keys.
+    base = Path(os.path.commonpath([p.parent.resolve() for p in paths])) if paths else Path()
+    docs = []
+    for path in paths:
+        doc_id = str(path.resolve().relative_to(base))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserError(f"data.source: cannot read {path} as UTF-8 text ({error})") from None
+        if path.suffix == ".jsonl":
+            for line_no, line in enumerate(text.splitlines()):
+                if not line.strip():
+                    continue
+                try:
+                    docs.append((f"{doc_id}:{line_no}", str(json.loads(line)[text_field])))
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise UserError(
+                        f"{path} line {line_no + 1}: expected a JSON object with a "
+                        f"{text_field!r} field"
+                    ) from None
+        elif text.strip():
+            docs.append((doc_id, text))
+    return docs
+
+
+def _hub_documents(config: CorpusConfig) -> list[Document]:
+    name, _, subset = config.source.removeprefix("hf:").partition(":")
+    try:
+        import datasets
+    except ImportError:
+        raise UserError(
+            f"data.source {config.source!r} needs the `datasets` package; install it or use "
+            "local files"
+        ) from None
+    files = [f.strip() for f in config.data_files.split(",") if f.strip()] or None
+    try:
+        dataset = datasets.load_dataset(
+            name, subset or None, split=config.hf_split, data_files=files
+        )
+    except Exception as error:  # datasets raises many types (connection, not found, config)
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+        raise UserError(
+            f"cannot load Hugging Face dataset {config.source!r} split {config.hf_split!r} "
+            f"({first_line}); named datasets need the hub — offline, pass local files as "
+            "data.source"
+        ) from None
+    if config.text_field not in dataset.column_names:
+        raise UserError(
+            f"dataset {config.source!r} has columns {dataset.column_names}, "
+            f"not {config.text_field!r} (set data.text_field)"
+        )
+    return [
+        (f"{config.source}/{config.hf_split}/{i}", text)
+        for i, text in enumerate(dataset[config.text_field])
+        if text and text.strip()
+    ]
+
+
+def load_documents(config: CorpusConfig) -> list[Document]:
+    """All non-empty documents of the configured source, sorted by id (deterministic)."""
+    if config.source == "stdlib":
+        docs = _stdlib_documents()
+    elif config.source.startswith("hf:"):
+        docs = _hub_documents(config)
+    else:
+        docs = _local_documents(config.source, config.text_field)
+    if not docs:
+        raise UserError(f"data.source {config.source!r} holds no non-empty documents")
+    docs.sort(key=lambda doc: doc[0])
+    return docs[: config.max_documents] if config.max_documents else docs
+
+
+def _unit_hash(doc_id: str) -> float:
+    digest = hashlib.blake2b(doc_id.encode(), digest_size=8, key=b"tdlm-split").digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def split_documents(
+    docs: list[Document], val_fraction: float
+) -> tuple[list[Document], list[Document]]:
+    """(train, validation) by a keyed hash of each id; both sides are non-empty."""
+    train = [d for d in docs if _unit_hash(d[0]) >= val_fraction]
+    val = [d for d in docs if _unit_hash(d[0]) < val_fraction]
+    if len(docs) < 2:
+        raise UserError("the corpus needs at least 2 documents (one for validation)")
+    if not val:  # tiny corpora: the document with the smallest hash goes to validation
+        first = min(docs, key=lambda d: _unit_hash(d[0]))
+        train, val = [d for d in docs if d is not first], [first]
+    if not train:
+        train, val = val[1:], val[:1]
+    return train, val
+
+
+def corpus_fingerprint(docs: list[Document]) -> str:
+    """A hash of every document's id and text: the cache key's view of the corpus."""
+    h = hashlib.sha256()
+    for doc_id, text in docs:
+        h.update(doc_id.encode())
+        h.update(b"\0")
+        h.update(hashlib.sha256(text.encode()).digest())
+    return h.hexdigest()[:16]

@@ -1,0 +1,196 @@
+"""Data preparation with caches: corpus -> tokenizer -> token streams -> vocabulary tree.
+
+Each stage is cached under ``cache_dir`` by a key that hashes everything it depends on, and each
+cache entry is written atomically with a JSON manifest written last: an entry is either
+complete and reused on the next run, or absent and rebuilt.
+
+* ``tokenizers/<key>/tokenizer.json`` — the trained BPE (key: training documents, settings);
+* ``tokens/<key>/{train,val}.bin`` + ``manifest.json`` — the wrapped token streams (documents
+  joined, each followed by EOS; ``uint16`` or ``uint32``), memory-mapped when used; the manifest
+  also records the validation split's UTF-8 byte count for bits per byte;
+* ``trees/<key>.npz`` — the vocabulary tree built from the training tokens (tdlm-tree format).
+"""
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tdlm_tree import (
+    TreeError,
+    VocabTree,
+    cooccurrence_tree,
+    flat_tree,
+    frequency_tree,
+    load_tree,
+    random_tree,
+    save_tree,
+)
+
+from .atomic import replace_dir, temp_dir_beside, write_json
+from .corpus import CorpusConfig, Document, corpus_fingerprint, load_documents, split_documents
+from .errors import UserError
+from .tokenizer import TextTokenizer, TokenizerConfig, load_tokenizer, train_bpe
+
+__all__ = ["TreeConfig", "PreparedData", "prepare_data", "prepare_tree"]
+
+logger = logging.getLogger(__name__)
+_CACHE_VERSION = 1
+_TREE_METHODS = ("cooccurrence", "frequency", "random", "flat")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TreeConfig:
+    """How the vocabulary tree is made (METHOD.md §2), or ``path`` to a saved one."""
+
+    method: str = "cooccurrence"  # construction: cooccurrence | frequency | random | flat
+    branching: int = 64  # K, children per node
+    leaf_cluster_size: int = 0  # children per level-1 node (0: K at every level)
+    seed: int = 0  # seed of the tree construction
+    path: str = ""  # a tree saved by tdlm-tree; overrides the fields above
+
+    def __post_init__(self) -> None:
+        if self.method not in _TREE_METHODS:
+            raise UserError(f"tree.method must be one of {_TREE_METHODS}, got {self.method!r}")
+        if self.branching < 2 or self.leaf_cluster_size < 0:
+            raise UserError("tree.branching must be >= 2 and tree.leaf_cluster_size >= 0")
+
+
+@dataclass
+class PreparedData:
+    """Everything training needs from the data side."""
+
+    tokenizer: TextTokenizer
+    train_tokens: np.ndarray  # [T_train] memory-mapped wrapped stream
+    val_tokens: np.ndarray  # [T_val]
+    val_bytes: int  # UTF-8 bytes of the validation documents
+    cache_dir: Path
+
+    @property
+    def val_bytes_per_token(self) -> float:
+        return self.val_bytes / max(1, len(self.val_tokens))
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _tokenizer_for(config: TokenizerConfig, train: list[Document], cache: Path) -> TextTokenizer:
+    if config.name != "bpe":
+        return load_tokenizer(config.name)
+    key = _key(_CACHE_VERSION, corpus_fingerprint(train), config.vocab_size, config.min_frequency)
+    path = cache / "tokenizers" / key / "tokenizer.json"
+    if path.is_file():
+        return load_tokenizer(str(path))
+    logger.info("training a %d-token byte-level BPE on %d documents", config.vocab_size, len(train))
+    tokenizer = train_bpe((text for _, text in train), config.vocab_size, config.min_frequency)
+    tokenizer.save(path)
+    return tokenizer
+
+
+def _wrapped_stream(tokenizer: TextTokenizer, docs: list[Document], batch: int = 256) -> np.ndarray:
+    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
+    pieces = []
+    for start in range(0, len(docs), batch):
+        for ids in tokenizer.encode_batch([text for _, text in docs[start : start + batch]]):
+            pieces.append(np.asarray(ids + [tokenizer.eos_id], dtype=dtype))
+    return np.concatenate(pieces)
+
+
+def _load_token_cache(entry: Path) -> tuple[np.ndarray, np.ndarray, dict] | None:
+    manifest_path = entry / "manifest.json"
+    if not manifest_path.is_file():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        dtype = np.dtype(manifest["dtype"])
+        streams = []
+        for split in ("train", "val"):
+            stream = np.memmap(entry / f"{split}.bin", dtype=dtype, mode="r")
+            if len(stream) != manifest[f"{split}_tokens"]:
+                raise ValueError(f"{split}.bin has {len(stream)} tokens")
+            streams.append(stream)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        logger.warning("token cache %s is damaged (%s); rebuilding it", entry, error)
+        return None
+    return streams[0], streams[1], manifest
+
+
+def prepare_data(
+    corpus: CorpusConfig, tokenizer_config: TokenizerConfig, cache_dir: Path
+) -> PreparedData:
+    """Load, split, tokenize and cache the corpus (reusing every cache entry that matches)."""
+    docs = load_documents(corpus)
+    train, val = split_documents(docs, corpus.val_fraction)
+    tokenizer = _tokenizer_for(tokenizer_config, train, cache_dir)
+    key = _key(_CACHE_VERSION, corpus_fingerprint(docs), corpus.val_fraction, tokenizer.fingerprint)
+    entry = cache_dir / "tokens" / key
+    cached = _load_token_cache(entry)
+    if cached is None:
+        logger.info("tokenizing %d train / %d validation documents", len(train), len(val))
+        tmp = temp_dir_beside(entry)
+        streams = {
+            "train": _wrapped_stream(tokenizer, train),
+            "val": _wrapped_stream(tokenizer, val),
+        }
+        for split, stream in streams.items():
+            stream.tofile(tmp / f"{split}.bin")
+        manifest = {
+            "version": _CACHE_VERSION,
+            "corpus": asdict(corpus),
+            "tokenizer_fingerprint": tokenizer.fingerprint,
+            "dtype": streams["train"].dtype.name,
+            "train_tokens": len(streams["train"]),
+            "val_tokens": len(streams["val"]),
+            "train_documents": len(train),
+            "val_documents": len(val),
+            "val_bytes": sum(len(text.encode()) for _, text in val),
+        }
+        write_json(tmp / "manifest.json", manifest)
+        replace_dir(tmp, entry)
+        cached = _load_token_cache(entry)
+        assert cached is not None
+    train_tokens, val_tokens, manifest = cached
+    return PreparedData(tokenizer, train_tokens, val_tokens, int(manifest["val_bytes"]), cache_dir)
+
+
+def prepare_tree(config: TreeConfig, data: PreparedData, *, flat: bool = False) -> VocabTree:
+    """This tokenizer's vocabulary tree: flat for MDLM, a given file, or a cached build."""
+    n, fingerprint = data.tokenizer.vocab_size, data.tokenizer.fingerprint
+    if flat or config.method == "flat":
+        return flat_tree(n, tokenizer_fingerprint=fingerprint)
+    if config.path:
+        try:
+            return load_tree(config.path, vocab_size=n, tokenizer_fingerprint=fingerprint)
+        except TreeError as error:
+            raise UserError(f"tree.path: {error}") from None
+    shape = {"leaf_cluster_size": config.leaf_cluster_size or None}
+    key = _key(_CACHE_VERSION, fingerprint, asdict(config), len(data.train_tokens))
+    path = data.cache_dir / "trees" / f"{key}.npz"
+    if path.is_file():
+        try:
+            return load_tree(path, vocab_size=n, tokenizer_fingerprint=fingerprint)
+        except TreeError as error:
+            logger.warning("cached tree is damaged (%s); rebuilding it", error)
+    ids = np.asarray(data.train_tokens, dtype=np.int64)
+    logger.info("building a %s tree (K=%d) over %d tokens", config.method, config.branching, n)
+    if config.method == "cooccurrence":
+        tree = cooccurrence_tree(
+            ids, n, config.branching, seed=config.seed, tokenizer_fingerprint=fingerprint, **shape
+        )
+    elif config.method == "frequency":
+        tree = frequency_tree(
+            np.bincount(ids, minlength=n),
+            config.branching,
+            tokenizer_fingerprint=fingerprint,
+            **shape,
+        )
+    else:
+        tree = random_tree(
+            n, config.branching, seed=config.seed, tokenizer_fingerprint=fingerprint, **shape
+        )
+    save_tree(tree, path)
+    return tree

@@ -1,0 +1,126 @@
+"""Nested dataclass configs: ``--section.key value`` overrides, and JSON round trips.
+
+ARCHITECTURE.md: configs are small keyword-only dataclasses nested per component; presets are
+plain functions; the fully resolved config is saved with every run and checkpoint. This module
+is the generic part: it converts command-line strings by the fields' type hints, rejects unknown
+keys and bad values with one clear sentence, and rebuilds a config from its saved JSON.
+"""
+
+import dataclasses
+import inspect
+import re
+import types
+import typing
+from typing import Any, TypeVar
+
+from .errors import UserError
+
+__all__ = ["apply_overrides", "config_from_dict", "config_to_dict", "field_help"]
+
+C = TypeVar("C")
+
+
+def _convert(text: str, hint: Any, flag: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if text.lower() in ("none", "null", ""):
+            return None
+        return _convert(text, options[0], flag)
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        return tuple(_convert(p.strip(), item, flag) for p in text.split(",") if p.strip())
+    if hint is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise UserError(f"{flag} expects true or false, got {text!r}")
+    if hint in (int, float, str):
+        try:
+            return hint(text)
+        except ValueError:
+            raise UserError(f"{flag} expects {hint.__name__}, got {text!r}") from None
+    raise UserError(f"{flag} cannot be set from the command line")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def apply_overrides(config: C, overrides: dict[str, str]) -> C:
+    """A copy of ``config`` with ``{"section.key": "value"}`` applied (dots walk nested configs)."""
+    for dotted, text in overrides.items():
+        config = _set(config, dotted.split("."), text, f"--{dotted}")
+    return config
+
+
+def _set(config: Any, path: list[str], text: str, flag: str) -> Any:
+    types_ = _field_types(type(config))
+    name = path[0].replace("-", "_")
+    if name not in types_:
+        raise UserError(f"unknown option {flag}; valid here: {', '.join(sorted(types_))}")
+    current = getattr(config, name)
+    if len(path) > 1:
+        if not dataclasses.is_dataclass(current):
+            raise UserError(f"unknown option {flag}: {name} has no sub-options")
+        return dataclasses.replace(config, **{name: _set(current, path[1:], text, flag)})
+    if dataclasses.is_dataclass(current):
+        raise UserError(f"{flag} is a section; set one of its fields, e.g. {flag}.<field>")
+    return dataclasses.replace(config, **{name: _convert(text, types_[name], flag)})
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Plain JSON-ready data (tuples become lists)."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any], where: str = "config") -> C:
+    """Rebuild a config saved by :func:`config_to_dict`; unknown or missing keys are errors."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected an object, got {type(data).__name__}")
+    types_ = _field_types(cls)
+    unknown = set(data) - set(types_)
+    if unknown:
+        raise UserError(f"{where}: unknown keys {sorted(unknown)}")
+    values = {}
+    for name, hint in types_.items():
+        if name not in data:
+            continue  # a field added since: its default applies
+        value = data[name]
+        if dataclasses.is_dataclass(hint):
+            value = config_from_dict(hint, value, f"{where}.{name}")
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """Each field's trailing ``# comment`` in the class source: its one-line help."""
+    try:
+        lines, _ = inspect.getsourcelines(cls)
+    except (OSError, TypeError):
+        return {}
+    comments = {}
+    for line in lines:
+        match = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
+        if match:
+            comments[match.group(1)] = match.group(2).strip()
+    return comments
+
+
+def field_help(config: Any, prefix: str = "") -> list[tuple[str, str, str]]:
+    """``[("--section.key", "default", "meaning")]`` for every leaf field (``--help``)."""
+    rows = []
+    comments = _field_comments(type(config))
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        flag = f"{prefix}{field.name}"
+        if dataclasses.is_dataclass(value):
+            rows += field_help(value, f"{flag}.")
+        else:
+            rows.append((f"--{flag}", repr(value), comments.get(field.name, "")))
+    return rows

@@ -1,0 +1,131 @@
+"""Process runtime: device choice, distributed setup, RNG state, EMA weights, LR schedule.
+
+Distributed training follows torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``):
+gloo on the CPU, nccl on CUDA; only rank 0 writes files. The RNG state saved with checkpoints is
+the global torch generator's (it drives the diffusion noise and dropout), so a resumed CPU run
+continues bit-identically.
+"""
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .errors import UserError
+
+__all__ = [
+    "Dist",
+    "setup_distributed",
+    "pick_device",
+    "Ema",
+    "learning_rate",
+    "rng_state",
+    "set_rng_state",
+    "peak_memory_bytes",
+]
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asked for CUDA, but torch sees no CUDA device")
+    return device
+
+
+def setup_distributed(device_name: str) -> tuple[Dist, torch.device]:
+    """Join the torchrun process group when launched by torchrun; else a single process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Dist(), pick_device(device_name)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_name, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world_size, local_rank), device
+
+
+class Ema:
+    """Exponential moving average of a model's parameters (MDLM uses 0.9999)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: p.detach().clone() for k, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        if self.decay == 0:
+            for k, p in model.named_parameters():
+                self.shadow[k].copy_(p)
+            return
+        names = list(self.shadow)
+        params = dict(model.named_parameters())
+        torch._foreach_lerp_(
+            [self.shadow[k] for k in names], [params[k].detach() for k in names], 1 - self.decay
+        )
+
+    @torch.no_grad()
+    def swap(self, model: nn.Module) -> None:
+        """Exchange the model's weights with the averages (call twice to restore)."""
+        for k, p in model.named_parameters():
+            tmp = p.detach().clone()
+            p.copy_(self.shadow[k])
+            self.shadow[k].copy_(tmp)
+
+
+def learning_rate(
+    step: int, *, lr: float, warmup: int, schedule: str, max_steps: int, min_ratio: float
+) -> float:
+    """Linear warmup to ``lr``, then constant or cosine decay to ``min_ratio * lr``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    if schedule == "constant" or max_steps <= warmup:
+        return lr
+    progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """CUDA: peak allocated by torch; CPU: the process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

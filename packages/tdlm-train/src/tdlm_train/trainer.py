@@ -1,0 +1,386 @@
+"""The training loop: AdamW, warmup + constant/cosine LR, clipping, accumulation, EMA, DDP,
+periodic EMA validation with samples, atomic checkpoints, exact resume, and a final summary.
+
+Issue 5 "Training" and "Checkpoints". The loss is tdlm-diffusion's ``training_loss`` (METHOD.md
+§4's Monte-Carlo NELBO with low-discrepancy times) on tdlm-nn's ``TreeDiT``; ``--model mdlm``
+runs the same loop on the flat tree with the full-vocabulary head.
+"""
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from tdlm_diffusion import SamplerConfig, training_loss
+from tdlm_nn import param_breakdown
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .components import RunFiles, build_network, build_process, save_run_files
+from .config import RunConfig
+from .data import prepare_data, prepare_tree
+from .errors import UserError
+from .evaluate import Validation, sample_texts, validate
+from .metrics import MetricsLog, plot_curves, summary_table
+from .overrides import config_from_dict, config_to_dict
+from .packing import BlockOrder, PackedBlocks
+from .runtime import (
+    Ema,
+    learning_rate,
+    peak_memory_bytes,
+    rng_state,
+    set_rng_state,
+    setup_distributed,
+)
+
+__all__ = ["train", "TrainResult"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    tokens: int
+    seconds: float
+    tokens_per_second: float  # this invocation's (a resumed run counts from its resume point)
+    validation: Validation | None
+    samples: list[str] = field(default_factory=list)
+    summary: str = ""
+
+
+def _default_run_dir(config: RunConfig) -> Path:
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model.kind}"
+
+
+def _check_resume(config: RunConfig, run_dir: Path, resume: bool) -> Path | None:
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        if resume:
+            raise UserError(f"--resume: {run_dir} has no checkpoint to resume from")
+        return None
+    if not resume:
+        raise UserError(
+            f"{run_dir} already holds checkpoints; pass --resume to continue that "
+            "run, or choose another --run_dir"
+        )
+    return latest
+
+
+def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train as ``config`` says; returns the run's summary (rank 0 also writes the run folder)."""
+    ddp, device = setup_distributed(config.device)
+    run_dir = Path(config.run_dir) if config.run_dir else _default_run_dir(config)
+    config = dataclasses.replace(config, run_dir=str(run_dir))
+    latest = _check_resume(config, run_dir, resume)
+    torch.manual_seed(config.seed + ddp.rank)
+
+    # Data, tokenizer and tree: rank 0 builds the caches, the others then read them.
+    if not ddp.is_main:
+        ddp.barrier()
+    data = prepare_data(config.data, config.tokenizer, Path(config.cache_dir))
+    tree = prepare_tree(config.tree, data, flat=config.model.kind == "mdlm")
+    if ddp.is_main:
+        ddp.barrier()
+    counts = np.bincount(np.asarray(data.train_tokens), minlength=data.tokenizer.vocab_size)
+    process = build_process(config, tree, counts).to(device)
+    model = build_network(config, tree, device)
+    breakdown = param_breakdown(model)
+    ema = Ema(model, config.optim.ema_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=config.optim.lr,
+        betas=tuple(config.optim.betas),
+        eps=1e-8,
+        weight_decay=config.optim.weight_decay,
+    )
+    train_blocks = PackedBlocks(
+        data.train_tokens, config.seq_len, data.tokenizer.bos_id, data.tokenizer.eos_id
+    )
+    val_blocks = PackedBlocks(
+        data.val_tokens, config.seq_len, data.tokenizer.bos_id, data.tokenizer.eos_id
+    )
+    if len(val_blocks) == 0:
+        raise UserError(
+            f"the validation split has fewer than {config.seq_len} tokens; lower "
+            "--seq_len or raise --data.val_fraction"
+        )
+    order = BlockOrder(
+        len(train_blocks),
+        config.batch_size,
+        seed=config.seed,
+        rank=ddp.rank,
+        world_size=ddp.world_size,
+    )
+
+    step, tokens_seen, best, best_step = 0, 0, math.inf, None
+    if latest is not None:
+        ckpt = load_checkpoint(latest)
+        saved = config_from_dict(RunConfig, ckpt.state["config"], f"{latest}/state.json")
+        differing = config.compatible_with(saved)
+        if differing:
+            raise UserError(f"--resume: this config differs from the checkpoint's in {differing}")
+        try:
+            model.load_state_dict(ckpt.model)
+        except RuntimeError as error:
+            raise UserError(f"checkpoint {latest} does not fit this model ({error})") from None
+        ema.shadow = {k: v.to(device) for k, v in ckpt.ema.items()}
+        optimizer.load_state_dict(ckpt.optimizer)
+        set_rng_state(ckpt.rng, device)
+        order.load_state_dict(ckpt.state["data_order"])
+        step, tokens_seen = ckpt.state["step"], ckpt.state["tokens"]
+        best, best_step = ckpt.state.get("best_nelbo", math.inf), ckpt.state.get("best_step")
+        logger.info("resumed from %s (step %d)", latest, step)
+
+    wrapped = DistributedDataParallel(model) if ddp.world_size > 1 else model
+    log = MetricsLog(run_dir if ddp.is_main else None)
+    if ddp.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_run_files(run_dir, RunFiles(config, data.tokenizer, tree, counts))
+    sampler = SamplerConfig(
+        steps=max(config.diffusion.sample_steps, tree.depth),
+        temperature=config.diffusion.temperature,
+        top_p=config.diffusion.top_p,
+    )
+    level_weights = config.diffusion.level_weights or None
+    tokens_per_step = config.batch_size * config.seq_len * config.optim.grad_accum * ddp.world_size
+
+    def evaluate_now() -> Validation:
+        ema.swap(model)
+        try:
+            return validate(
+                process,
+                model,
+                val_blocks,
+                batches=config.eval_batches,
+                batch_size=config.batch_size,
+                samples_per_level=config.diffusion.eval_samples_per_level,
+                bytes_per_token=data.val_bytes_per_token,
+                device=device,
+                seed=config.seed,
+            )
+        finally:
+            ema.swap(model)
+
+    def samples_now() -> list[str]:
+        ema.swap(model)
+        try:
+            texts, _ = sample_texts(
+                process,
+                model,
+                data.tokenizer,
+                count=config.sample_count,
+                length=config.seq_len,
+                config=sampler,
+                device=device,
+                seed=config.seed + step,
+            )
+            return texts
+        finally:
+            ema.swap(model)
+
+    def checkpoint_now() -> Path:
+        state = {
+            "config": config_to_dict(config),
+            "tokens": tokens_seen,
+            "best_nelbo": best,
+            "best_step": best_step,
+            # Ranks advance in lockstep, so one position (epoch, step) serves them all.
+            "data_order": order.state_dict(),
+            "tokenizer_fingerprint": data.tokenizer.fingerprint,
+            "tree": {"file": "tree.npz", "level_sizes": list(tree.level_sizes)},
+            "versions": {"torch": torch.__version__},
+        }
+        return save_checkpoint(
+            run_dir,
+            step=step,
+            model=model.state_dict(),
+            ema=ema.shadow,
+            optimizer=optimizer.state_dict(),
+            rng=rng_state(device),
+            state=state,
+            keep_last=config.keep_last,
+            best_step=best_step,
+        )
+
+    bar = _progress_bar(config, step, enabled=progress and ddp.is_main)
+    start, start_tokens = time.perf_counter(), tokens_seen
+    last_validation: Validation | None = None
+    samples: list[str] = []
+    model.train()
+    try:
+        while not _should_stop(config, step, time.perf_counter() - start, ddp):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(
+                    step,
+                    lr=config.optim.lr,
+                    warmup=config.optim.warmup_steps,
+                    schedule=config.optim.schedule,
+                    max_steps=config.max_steps,
+                    min_ratio=config.optim.min_lr_ratio,
+                )
+            nelbo_sum = 0.0
+            for _ in range(config.optim.grad_accum):
+                x = torch.from_numpy(train_blocks.batch(order.next_indices())).to(device)
+                result = training_loss(process, wrapped, x, level_weights=level_weights)
+                (result.loss / config.optim.grad_accum).backward()
+                nelbo_sum += float(result.nelbo)
+            nelbo = nelbo_sum / config.optim.grad_accum
+            if not math.isfinite(nelbo):
+                kept = latest_checkpoint(run_dir)
+                raise UserError(
+                    f"the loss became {nelbo} at step {step + 1}; training stopped. "
+                    f"Last good checkpoint: {kept or 'none yet'}"
+                )
+            grad_norm = (
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+                if config.optim.grad_clip > 0
+                else torch.tensor(0.0)
+            )
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            ema.update(model)
+            step += 1
+            tokens_seen += tokens_per_step
+            elapsed = time.perf_counter() - start
+            if step % config.log_every == 0:
+                log.write(
+                    {
+                        "kind": "train",
+                        "step": step,
+                        "tokens": tokens_seen,
+                        "nelbo": nelbo,
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "grad_norm": float(grad_norm),
+                        "seconds": elapsed,
+                    }
+                )
+            trained = tokens_seen - start_tokens
+            bar.set_postfix(
+                step=step, loss=f"{nelbo:.3f}", tok_s=f"{trained / elapsed:,.0f}", refresh=False
+            )
+            bar.update(_bar_advance(config, bar, step, elapsed))
+            if ddp.is_main and step % config.eval_every == 0:
+                last_validation = evaluate_now()
+                samples = samples_now()
+                log.write(
+                    {
+                        "kind": "val",
+                        "step": step,
+                        "tokens": tokens_seen,
+                        "seconds": elapsed,
+                        **dataclasses.asdict(last_validation),
+                        "sample": samples[0][:400],
+                    }
+                )
+                bar.write(
+                    f"step {step}: val NELBO {last_validation.nelbo:.4f} "
+                    f"(levels {', '.join(f'{v:.3f}' for v in last_validation.level_nelbo)}), "
+                    f"PPL {last_validation.perplexity:.2f}, BPB {last_validation.bits_per_byte:.4f}"
+                    f"\n  sample: {samples[0][:160]!r}"
+                )
+                if last_validation.nelbo < best:
+                    best, best_step = last_validation.nelbo, step
+            if ddp.is_main and step % config.checkpoint_every == 0:
+                checkpoint_now()
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    if ddp.is_main:
+        if last_validation is None or (step % config.eval_every):
+            last_validation = evaluate_now()
+            samples = samples_now()
+            log.write(
+                {
+                    "kind": "val",
+                    "step": step,
+                    "tokens": tokens_seen,
+                    "seconds": seconds,
+                    **dataclasses.asdict(last_validation),
+                    "sample": samples[0][:400],
+                }
+            )
+            if last_validation.nelbo < best:
+                best, best_step = last_validation.nelbo, step
+        if step % config.checkpoint_every:
+            checkpoint_now()
+        plot_curves(run_dir, f"{config.model.kind} ({tree.level_sizes}), {config.data.source}")
+    log.close()
+    rate = (tokens_seen - start_tokens) / max(seconds, 1e-9)
+    result = TrainResult(run_dir, step, tokens_seen, seconds, rate, last_validation, samples)
+    if ddp.is_main:
+        result.summary = _summary(config, result, breakdown, tree, peak_memory_bytes(device))
+        (run_dir / "summary.txt").write_text(
+            result.summary + "\n\nsample:\n" + "\n---\n".join(samples) + "\n"
+        )
+    ddp.barrier()
+    return result
+
+
+def _should_stop(config: RunConfig, step: int, elapsed: float, ddp) -> bool:
+    stop = bool(config.max_steps and step >= config.max_steps) or bool(
+        config.minutes and elapsed >= config.minutes * 60
+    )
+    if ddp.world_size > 1:  # ranks must agree, or one would wait forever in all-reduce
+        flag = torch.tensor([float(stop)])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        stop = bool(flag.item())
+    return stop
+
+
+def _progress_bar(config: RunConfig, step: int, *, enabled: bool):
+    from tqdm.auto import tqdm
+
+    if config.max_steps:
+        return tqdm(
+            total=config.max_steps,
+            initial=step,
+            unit="step",
+            disable=not enabled,
+            dynamic_ncols=True,
+        )
+    return tqdm(
+        total=round(config.minutes * 60),
+        unit="s",
+        disable=not enabled,
+        dynamic_ncols=True,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total}s [{elapsed}<{remaining}{postfix}]",
+    )
+
+
+def _bar_advance(config: RunConfig, bar, step: int, elapsed: float) -> float:
+    if config.max_steps:
+        return 1.0
+    return max(0.0, min(elapsed, bar.total) - bar.n)
+
+
+def _summary(config, result: TrainResult, breakdown, tree, peak: int) -> str:
+    v = result.validation
+    rows = [
+        (
+            "model",
+            f"{config.model.kind} / {config.model.preset} preset, tree levels "
+            f"{list(tree.level_sizes)}",
+        ),
+        (
+            "parameters",
+            f"{breakdown.total:,} (head {breakdown.head:,} = {100 * breakdown.head_share:.2f}%)",
+        ),
+        ("steps", f"{result.steps:,}"),
+        ("tokens", f"{result.tokens:,}"),
+        ("tokens/s", f"{result.tokens_per_second:,.0f}"),
+        ("peak memory", f"{peak / 2**20:,.0f} MiB"),
+    ]
+    if v is not None:
+        rows += [("val NELBO", f"{v.nelbo:.4f} nats/token")]
+        rows += [(f"  level {h}", f"{x:.4f}") for h, x in enumerate(v.level_nelbo)]
+        rows += [("val PPL (bound)", f"{v.perplexity:.3f}"), ("val BPB", f"{v.bits_per_byte:.4f}")]
+    rows.append(("run folder", str(result.run_dir)))
+    return summary_table(rows)

@@ -1,0 +1,194 @@
+"""Data side: sources, split, tokenizer, token cache, tree cache, packing and resumable order."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tdlm_train.corpus import CorpusConfig, load_documents, split_documents
+from tdlm_train.data import TreeConfig, prepare_data, prepare_tree
+from tdlm_train.errors import UserError
+from tdlm_train.packing import BlockOrder, PackedBlocks
+from tdlm_train.tokenizer import TokenizerConfig, load_tokenizer
+
+WORDS = "the cat sat on a mat while dogs ran past old trees near quiet rivers".split()
+
+
+@pytest.fixture
+def corpus_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for i in range(40):
+        text = " ".join(rng.choice(WORDS, size=int(rng.integers(50, 200))))
+        (folder / f"doc{i:02d}.txt").write_text(text + "\n")
+    return folder
+
+
+def test_stdlib_source_is_real_text_without_tests():
+    docs = load_documents(CorpusConfig(max_documents=50))
+    assert len(docs) == 50
+    assert all(doc_id.startswith("stdlib/") and doc_id.endswith(".py") for doc_id, _ in docs)
+    assert not any("/test/" in d or "/tests/" in d for d, _ in load_documents(CorpusConfig()))
+    assert docs == sorted(docs)
+
+
+def test_local_globs_and_jsonl(tmp_path, corpus_dir):
+    assert len(load_documents(CorpusConfig(source=str(corpus_dir / "*.txt")))) == 40
+    (tmp_path / "a.jsonl").write_text('{"text": "one"}\n\n{"text": "two"}\n')
+    both = f"{corpus_dir / 'doc0*.txt'},{tmp_path / 'a.jsonl'}"
+    assert len(load_documents(CorpusConfig(source=both))) == 12
+    (tmp_path / "b.jsonl").write_text('{"body": "x"}\n')
+    with pytest.raises(UserError, match="line 1: expected a JSON object with a 'text' field"):
+        load_documents(CorpusConfig(source=str(tmp_path / "b.jsonl")))
+
+
+def test_hub_loader_path_works_on_local_files(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"text": "alpha beta"}\n{"text": "gamma"}\n')
+    docs = load_documents(CorpusConfig(source="hf:json", data_files=str(tmp_path / "d.jsonl")))
+    assert [text for _, text in docs] == ["alpha beta", "gamma"]
+
+
+def test_hub_dataset_offline_is_one_clear_error():
+    code = (
+        "from tdlm_train.corpus import CorpusConfig, load_documents\n"
+        "from tdlm_train.errors import UserError\n"
+        "try:\n    load_documents(CorpusConfig(source='hf:openwebtext'))\n"
+        "except UserError as e:\n    print(e)\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert "cannot load Hugging Face dataset 'hf:openwebtext'" in out and "offline" in out
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [("/nonexistent/*.txt", "no such file"), ("EMPTY", "no non-empty documents")],
+)
+def test_missing_or_empty_corpus(tmp_path, source, message):
+    if source == "EMPTY":
+        (tmp_path / "e.txt").write_text("   \n")
+        source = str(tmp_path / "e.txt")
+    with pytest.raises(UserError, match=message):
+        load_documents(CorpusConfig(source=source))
+
+
+def test_unreadable_file(tmp_path):
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(UserError, match="cannot read .* as UTF-8"):
+        load_documents(CorpusConfig(source=str(tmp_path / "bin.txt")))
+
+
+def test_split_is_by_document_id_and_stable_under_additions():
+    docs = [(f"d{i}", "x") for i in range(2000)]
+    train, val = split_documents(docs, 0.1)
+    assert not {d for d, _ in train} & {d for d, _ in val}
+    assert 150 < len(val) < 250  # binomial(2000, 0.1): mean 200, sd 13.4; bounds are 3.7 sd
+    more_train, more_val = split_documents(docs + [(f"e{i}", "x") for i in range(500)], 0.1)
+    assert set(val) <= set(more_val) and set(train) <= set(more_train)
+
+
+def test_prepare_data_caches_and_reuses(tmp_path, corpus_dir):
+    corpus = CorpusConfig(source=str(corpus_dir / "*.txt"), val_fraction=0.2)
+    tok = TokenizerConfig(vocab_size=300)
+    first = prepare_data(corpus, tok, tmp_path / "cache")
+    assert first.tokenizer.vocab_size == 300
+    stream = np.asarray(first.train_tokens)
+    eos = first.tokenizer.eos_id
+    train_docs, val_docs = split_documents(load_documents(corpus), 0.2)
+    assert (stream == eos).sum() == len(train_docs)  # each document followed by one EOS
+    decoded = first.tokenizer.decode(stream[: np.flatnonzero(stream == eos)[0]].tolist())
+    assert decoded == train_docs[0][1]  # byte-level BPE round-trips the text exactly
+    assert first.val_bytes == sum(len(t.encode()) for _, t in val_docs)
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file()}
+    second = prepare_data(corpus, tok, tmp_path / "cache")
+    assert second.tokenizer.fingerprint == first.tokenizer.fingerprint
+    np.testing.assert_array_equal(second.train_tokens, first.train_tokens)
+    assert mtimes == {
+        p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file()
+    }
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_damaged_token_cache_is_rebuilt(tmp_path, corpus_dir):
+    corpus = CorpusConfig(source=str(corpus_dir / "*.txt"))
+    tok = TokenizerConfig(vocab_size=300)
+    first = prepare_data(corpus, tok, tmp_path)
+    (bin_path,) = [p for p in tmp_path.rglob("train.bin")]
+    reference = np.asarray(first.train_tokens).copy()
+    del first
+    with open(bin_path, "r+b") as f:
+        f.truncate(10)
+    again = prepare_data(corpus, tok, tmp_path)
+    np.testing.assert_array_equal(again.train_tokens, reference)
+
+
+def test_tree_is_cached_and_matches_the_tokenizer(tmp_path, corpus_dir):
+    data = prepare_data(
+        CorpusConfig(source=str(corpus_dir / "*.txt")), TokenizerConfig(vocab_size=300), tmp_path
+    )
+    tree = prepare_tree(TreeConfig(branching=8), data)
+    assert tree.vocab_size == 300 and tree.tokenizer_fingerprint == data.tokenizer.fingerprint
+    assert prepare_tree(TreeConfig(branching=8), data) == tree
+    assert prepare_tree(TreeConfig(), data, flat=True).is_flat
+    from tdlm_tree import random_tree, save_tree
+
+    save_tree(random_tree(299, 8), tmp_path / "wrong.npz")
+    with pytest.raises(UserError, match="299 leaves but the vocabulary has 300"):
+        prepare_tree(TreeConfig(path=str(tmp_path / "wrong.npz")), data)
+
+
+def test_tokenizer_files(tmp_path):
+    with pytest.raises(UserError, match="no such tokenizer.json"):
+        load_tokenizer(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(UserError, match="not a valid tokenizer.json"):
+        load_tokenizer(str(tmp_path / "bad.json"))
+    with pytest.raises(UserError, match="vocab_size"):
+        TokenizerConfig(vocab_size=10)
+
+
+def test_packing_frames_blocks_like_mdlm():
+    stream = np.arange(100) + 10
+    blocks = PackedBlocks(stream, seq_len=12, bos_id=1, eos_id=2)
+    assert len(blocks) == 10
+    batch = blocks.batch(np.array([0, 3]))
+    np.testing.assert_array_equal(batch[:, 0], 1)
+    np.testing.assert_array_equal(batch[:, -1], 2)
+    np.testing.assert_array_equal(batch[1, 1:-1], stream[30:40])
+
+
+def test_block_order_is_a_permutation_per_epoch_and_resumes_exactly():
+    order = BlockOrder(num_blocks=50, batch_size=4, seed=7)
+    seen = np.concatenate([order.next_indices() for _ in range(order.steps_per_epoch)])
+    assert len(set(seen.tolist())) == 48  # 12 steps x 4 blocks, no repeats within an epoch
+    full = BlockOrder(num_blocks=50, batch_size=4, seed=7)
+    reference = [full.next_indices() for _ in range(30)]
+    head = BlockOrder(num_blocks=50, batch_size=4, seed=7)
+    for _ in range(17):
+        head.next_indices()
+    resumed = BlockOrder(num_blocks=50, batch_size=4, seed=7)
+    resumed.load_state_dict(json.loads(json.dumps(head.state_dict())))
+    for expected in reference[17:]:
+        np.testing.assert_array_equal(resumed.next_indices(), expected)
+
+
+def test_block_order_splits_ranks_disjointly():
+    ranks = [
+        BlockOrder(num_blocks=64, batch_size=4, seed=1, rank=r, world_size=2) for r in range(2)
+    ]
+    for _ in range(5):
+        a, b = (r.next_indices() for r in ranks)
+        assert len(a) == len(b) == 4 and not set(a.tolist()) & set(b.tolist())
+    with pytest.raises(UserError, match="fewer than one global batch"):
+        BlockOrder(num_blocks=3, batch_size=4)
