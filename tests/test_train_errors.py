@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tdlm_train.checkpoint import latest_checkpoint, list_checkpoints
 from tdlm_train.cli import eval_main, sample_main, train_main
@@ -26,7 +27,12 @@ def _fails(capsys, main, argv, message: str) -> None:
         ({"optim.lr": "fast"}, "--optim.lr expects float, got 'fast'"),
         ({"optim.schedule": "linear"}, "constant or cosine"),
         ({"model.preset": "huge"}, "unknown model preset 'huge'"),
-        ({"model.attention": "flash"}, "attention must be one of"),
+        ({"model.attention": "flash"}, "attention backend must be one of"),
+        pytest.param(
+            {"model.attention": "xformers"},
+            "xformers needs a CUDA device",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only case"),
+        ),
         ({"diffusion.allocation": "random"}, "unknown level time allocation"),
         ({"tree.method": "magic"}, "tree.method must be one of"),
         ({"no_such.option": "1"}, "unknown option --no_such.option"),

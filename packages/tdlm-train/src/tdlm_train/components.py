@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from tdlm_diffusion import ScheduleConfig, TreeProcess
-from tdlm_nn import DiTConfig, TreeDiT, TreeShape
+from tdlm_nn import DiTConfig, TreeDiT, TreeShape, resolve_attention
 from tdlm_nn import preset as model_preset
 from tdlm_tree import TreeError, VocabTree, load_tree, save_tree
 
@@ -62,6 +62,10 @@ def build_process(config: RunConfig, tree: VocabTree, counts: np.ndarray | None)
 
 
 def build_network(config: RunConfig, tree: VocabTree, device: torch.device) -> TreeDiT:
+    try:  # a backend that cannot run here (xformers on the CPU) is the user's choice to fix
+        resolve_attention(config.model.attention, device)
+    except (RuntimeError, ValueError) as error:
+        raise UserError(f"--model.attention: {error}") from None
     model = network_config(config, tree).build().to(device)
     if config.model.compile:
         model.backbone.compile()

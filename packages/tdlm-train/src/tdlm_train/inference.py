@@ -80,5 +80,6 @@ def render_nodes(nodes: np.ndarray, files: RunFiles, reps: np.ndarray) -> str:
         elif node == root:
             pieces.append("⟨·⟩")
         else:
-            pieces.append("⟨" + files.tokenizer.decode([int(reps[node])]).strip() + "⟩")
+            text = files.tokenizer.decode([int(reps[node])])
+            pieces.append("⟨" + text.replace(" ", "␣").replace("\n", "↵") + "⟩")
     return "".join(pieces)

@@ -152,6 +152,9 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
     level_weights = config.diffusion.level_weights or None
     tokens_per_step = config.batch_size * config.seq_len * config.optim.grad_accum * ddp.world_size
 
+    last_validation: Validation | None = None
+    samples: list[str] = []
+
     def evaluate_now() -> Validation:
         ema.swap(model)
         try:
@@ -186,6 +189,21 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
         finally:
             ema.swap(model)
 
+    def validate_and_log(elapsed: float) -> None:
+        """EMA validation + samples: logged, printed, and tracked for the best checkpoint."""
+        nonlocal last_validation, samples, best, best_step
+        last_validation, samples = evaluate_now(), samples_now()
+        record = {"kind": "val", "step": step, "tokens": tokens_seen, "seconds": elapsed}
+        log.write(record | dataclasses.asdict(last_validation) | {"sample": samples[0][:400]})
+        levels = ", ".join(f"{v:.3f}" for v in last_validation.level_nelbo)
+        bar.write(
+            f"step {step}: val NELBO {last_validation.nelbo:.4f} (levels {levels}), "
+            f"PPL {last_validation.perplexity:.2f}, BPB {last_validation.bits_per_byte:.4f}"
+            f"\n  sample: {samples[0][:160]!r}"
+        )
+        if last_validation.nelbo < best:
+            best, best_step = last_validation.nelbo, step
+
     def checkpoint_now() -> Path:
         state = {
             "config": config_to_dict(config),
@@ -212,8 +230,6 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
 
     bar = _progress_bar(config, step, enabled=progress and ddp.is_main)
     start, start_tokens = time.perf_counter(), tokens_seen
-    last_validation: Validation | None = None
-    samples: list[str] = []
     model.train()
     try:
         while not _should_stop(config, step, time.perf_counter() - start, ddp):
@@ -268,26 +284,7 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
             )
             bar.update(_bar_advance(config, bar, step, elapsed))
             if ddp.is_main and step % config.eval_every == 0:
-                last_validation = evaluate_now()
-                samples = samples_now()
-                log.write(
-                    {
-                        "kind": "val",
-                        "step": step,
-                        "tokens": tokens_seen,
-                        "seconds": elapsed,
-                        **dataclasses.asdict(last_validation),
-                        "sample": samples[0][:400],
-                    }
-                )
-                bar.write(
-                    f"step {step}: val NELBO {last_validation.nelbo:.4f} "
-                    f"(levels {', '.join(f'{v:.3f}' for v in last_validation.level_nelbo)}), "
-                    f"PPL {last_validation.perplexity:.2f}, BPB {last_validation.bits_per_byte:.4f}"
-                    f"\n  sample: {samples[0][:160]!r}"
-                )
-                if last_validation.nelbo < best:
-                    best, best_step = last_validation.nelbo, step
+                validate_and_log(elapsed)
             if ddp.is_main and step % config.checkpoint_every == 0:
                 checkpoint_now()
     finally:
@@ -295,20 +292,7 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
     seconds = time.perf_counter() - start
     if ddp.is_main:
         if last_validation is None or (step % config.eval_every):
-            last_validation = evaluate_now()
-            samples = samples_now()
-            log.write(
-                {
-                    "kind": "val",
-                    "step": step,
-                    "tokens": tokens_seen,
-                    "seconds": seconds,
-                    **dataclasses.asdict(last_validation),
-                    "sample": samples[0][:400],
-                }
-            )
-            if last_validation.nelbo < best:
-                best, best_step = last_validation.nelbo, step
+            validate_and_log(seconds)
         if step % config.checkpoint_every:
             checkpoint_now()
         plot_curves(run_dir, f"{config.model.kind} ({tree.level_sizes}), {config.data.source}")
