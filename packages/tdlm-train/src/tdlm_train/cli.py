@@ -106,6 +106,8 @@ EVAL_FLAGS = {
     "batches": "batches of --batch_size blocks to score (default: all of the split, at most 64)",
     "samples_per_level": "noise draws per level per block (default 4)",
     "out": "also write the figures as JSON to this file",
+    "gen_ppl_model": "also sample 8 sequences and score them with this transformers causal LM "
+    "(a hub name such as gpt2-large, online only, or a local folder)",
 }
 EVAL_SWITCHES = {"raw_weights": "score the raw weights instead of the EMA weights"}
 
@@ -175,8 +177,30 @@ def eval_main(argv: Sequence[str]) -> int:
             print(f"    L_{h}  {value:.4f}")
         print(f"  PPL    {result.perplexity:.3f} (upper bound)")
         print(f"  BPB    {result.bits_per_byte:.4f}")
+        figures = dataclasses.asdict(result)
+        if "gen_ppl_model" in values:
+            from tdlm_diffusion import SamplerConfig
+
+            from .evaluate import sample_texts
+            from .genppl import generative_perplexity
+
+            texts, _ = sample_texts(
+                loaded.process,
+                loaded.model,
+                data.tokenizer,
+                count=8,
+                length=config.seq_len,
+                config=SamplerConfig(
+                    steps=max(config.diffusion.sample_steps, loaded.files.tree.depth)
+                ),
+                device=device,
+                seed=config.seed,
+            )
+            scored = generative_perplexity(texts, values["gen_ppl_model"], device=device)
+            print(f"  gen PPL {scored.perplexity:.2f} ({scored.model}, {scored.tokens} tokens)")
+            figures["gen_ppl"] = dataclasses.asdict(scored)
         if "out" in values:
-            Path(values["out"]).write_text(json.dumps(dataclasses.asdict(result), indent=2))
+            Path(values["out"]).write_text(json.dumps(figures, indent=2))
         return 0
 
     return run_app(body)

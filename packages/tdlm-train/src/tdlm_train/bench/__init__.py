@@ -1,0 +1,28 @@
+"""The benches of issue 6: memory, throughput and quality of TDLM against MDLM at one budget.
+
+``apps/bench`` runs them (:mod:`.cli`); each writes JSON, Markdown and (memory, quality) PNG
+into its output folder. Results on this project's machines are in ``docs/benchmarks.md``.
+"""
+
+from .contenders import MODELS, SCALES, Contender, Scale, build_contender, contender_config
+from .memory import MemoryOptions, analytic_peak, run_memory
+from .quality import QualityOptions, run_quality, unigram_entropy
+from .throughput import ThroughputOptions, run_throughput, step_flops
+
+__all__ = [
+    "MODELS",
+    "SCALES",
+    "Contender",
+    "MemoryOptions",
+    "QualityOptions",
+    "Scale",
+    "ThroughputOptions",
+    "analytic_peak",
+    "build_contender",
+    "contender_config",
+    "run_memory",
+    "run_quality",
+    "run_throughput",
+    "step_flops",
+    "unigram_entropy",
+]

@@ -1,0 +1,124 @@
+"""``apps/bench memory|throughput|quality [options]``: argument parsing for the three benches.
+
+Flags map one to one onto :class:`MemoryOptions`, :class:`ThroughputOptions` and
+:class:`QualityOptions` (their comments are the help lines); ``quality`` also takes the training
+run's ``--section.key value`` overrides. Lists are comma-separated. Outputs go to ``--out``
+(default ``runs/bench/<bench>-<date>``).
+"""
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..cli import parse_options, run_app
+from ..errors import UserError
+from .report import default_out_dir
+
+__all__ = ["bench_main"]
+
+USAGE = "usage: apps/bench memory|throughput|quality [--flag value ...] (--help per bench)"
+
+FLAGS = {
+    "memory": {
+        "scales": "comma-separated: paper (width 768, L 1024, N 50,258) and/or tiny [paper,tiny]",
+        "batches": "comma-separated batch sizes [CPU 1,2,4; CUDA doubling until out of memory]",
+        "device": "cpu | cuda [cpu]",
+        "dropout": "dropout of the measured models [0.1]",
+        "out": "output folder [runs/bench/memory-<date>]",
+    },
+    "throughput": {
+        "scale": "tiny | paper [tiny]",
+        "batch": "training batch (sequences) [16]",
+        "rounds": "interleaved rounds [5]",
+        "train_steps": "timed training steps per model per round [3]",
+        "sample_steps": "sampler steps per sampling run, every model [64]",
+        "sample_batch": "sequences per sampling run [4]",
+        "matmul_size": "n of the n x n fp32 reference matmul [2048]",
+        "device": "cpu | cuda [cpu]",
+        "out": "output folder [runs/bench/throughput-<date>]",
+    },
+    "quality": {
+        "minutes": "MDLM's training minutes; TDLM gets its tokens, then its time [8]",
+        "data": "corpus source, as --data.source of apps/train [the embedded corpus]",
+        "trees": "ablation: comma-separated tree constructions (cooccurrence,frequency,random)",
+        "branchings": "ablation: comma-separated branching K (e.g. 4,16)",
+        "leaf_cluster_sizes": "ablation: comma-separated children per level-1 node",
+        "allocations": "ablation: comma-separated level time allocations (linear,exponential)",
+        "eval_every": "steps between validations (learning-curve points) [100]",
+        "samples": "generated sequences per model for the unigram entropy [8]",
+        "gen_ppl_model": "score samples with this transformers causal LM (e.g. gpt2-large)",
+        "out": "output folder [runs/bench/quality-<date>]",
+    },
+}
+
+_LISTS = {"scales", "batches", "trees", "branchings", "leaf_cluster_sizes", "allocations"}
+
+
+def _convert(name: str, text: str, kind: type):
+    try:
+        if name in _LISTS:
+            item = int if name in ("batches", "branchings", "leaf_cluster_sizes") else str
+            return tuple(item(part) for part in text.split(",") if part)
+        return Path(text) if name == "out" else kind(text)
+    except ValueError:
+        raise UserError(f"--{name.replace('_', '-')}: cannot read {text!r}") from None
+
+
+def _options(bench: str, argv: Sequence[str]):
+    from .memory import MemoryOptions
+    from .quality import QualityOptions
+    from .throughput import ThroughputOptions
+
+    cls = {"memory": MemoryOptions, "throughput": ThroughputOptions, "quality": QualityOptions}[
+        bench
+    ]
+    values, _, overrides = parse_options(argv, set(FLAGS[bench]), set())
+    if overrides and bench != "quality":
+        raise UserError(f"unknown options {sorted(overrides)} for apps/bench {bench} (--help)")
+    kinds = {f.name: type(f.default) for f in dataclasses.fields(cls) if f.name != "overrides"}
+    fields = {
+        ("out_dir" if k == "out" else k): _convert(k, v, kinds.get(k, str))
+        for k, v in values.items()
+    }
+    fields.setdefault("out_dir", default_out_dir(bench))
+    if bench == "quality":
+        fields["overrides"] = overrides
+    return cls(**fields)
+
+
+def bench_main(argv: Sequence[str]) -> int:
+    def body() -> int:
+        if not argv or argv[0] not in FLAGS:
+            if argv and argv[0] in ("-h", "--help"):
+                print(USAGE)
+                return 0
+            raise UserError(USAGE)
+        bench, rest = argv[0], list(argv[1:])
+        if "-h" in rest or "--help" in rest:
+            print(f"usage: apps/bench {bench} [options]\n")
+            for name, meaning in FLAGS[bench].items():
+                print(f"  --{name.replace('_', '-'):<22} {meaning}")
+            if bench == "quality":
+                print("  --section.key value      any apps/train option, for every run")
+            return 0
+        options = _options(bench, rest)
+        if bench == "memory":
+            from .memory import run_memory as run
+        elif bench == "throughput":
+            from .throughput import run_throughput as run
+        else:
+            from .quality import run_quality as run
+        run(options)
+        out = options.out_dir
+        print((out / f"{bench}.md").read_text())
+        print(
+            f"written: {out}/{bench}.json, {bench}.md" + (", PNG" if bench != "throughput" else "")
+        )
+        return 0
+
+    return run_app(body)
+
+
+if __name__ == "__main__":
+    sys.exit(bench_main(sys.argv[1:]))

@@ -1,0 +1,127 @@
+"""The three models every bench compares at one parameter budget (issue 6; METHOD.md §1, §7).
+
+* ``mdlm`` — MDLM as it computes: the flat tree, full-vocabulary logits ``[b, l, N]`` and the
+  diffusion loss on them (tdlm-diffusion's ``training_loss``; on the flat tree it is MDLM's
+  loss, invariant I1 of METHOD.md §5).
+* ``mdlm-chunked`` — the same network and loss through :meth:`TreeDiT.chunked_loss`: logits for
+  128 positions at a time, recomputed in the backward pass. The memory-lean baseline the paper
+  does not compare against.
+* ``tdlm`` — a K-ary vocabulary tree and the same preset deepened to MDLM's parameter budget
+  (``tdlm_nn.match_budget``).
+
+Memory and speed do not depend on which tokens share a parent, so the benches use a seeded
+random tree and synthetic tokens; the quality bench trains on real text instead.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from tdlm_diffusion import TreeProcess, low_discrepancy_times, training_loss
+from tdlm_nn import DiTConfig, TreeDiT, TreeShape, param_breakdown
+from tdlm_nn import preset as model_preset
+from tdlm_tree import VocabTree, flat_tree, random_tree
+
+__all__ = [
+    "MODELS",
+    "SCALES",
+    "Scale",
+    "Contender",
+    "build_contender",
+    "contender_config",
+    "synthetic_tokens",
+]
+
+MODELS = ("mdlm", "mdlm-chunked", "tdlm")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scale:
+    """A model preset on a vocabulary and sequence length."""
+
+    name: str
+    preset: str  # tdlm-nn preset: tiny | small | medium
+    vocab_size: int
+    seq_len: int
+    branching: int = 64
+
+
+SCALES = {
+    # The paper's: MDLM-small (width 768, 12 heads, 12 blocks), GPT-2's vocabulary + [MASK].
+    "paper": Scale(name="paper", preset="small", vocab_size=50_258, seq_len=1024),
+    # The out-of-the-box CPU run's: tiny preset, the 4,096-token BPE of apps/train.
+    "tiny": Scale(name="tiny", preset="tiny", vocab_size=4096, seq_len=128),
+}
+
+
+def _tree(model: str, scale: Scale) -> VocabTree:
+    if model not in MODELS:
+        raise ValueError(f"unknown bench model {model!r}; choose from {MODELS}")
+    if model == "tdlm":
+        return random_tree(scale.vocab_size, scale.branching, seed=0)
+    return flat_tree(scale.vocab_size)
+
+
+def contender_config(model: str, scale: Scale, *, dropout: float = 0.1) -> DiTConfig:
+    """The network of ``model`` at ``scale`` (TDLM: deepened to the flat MDLM's budget)."""
+    if model == "tdlm":
+        shape = TreeShape.balanced(scale.vocab_size, scale.branching)
+    else:
+        shape = TreeShape.flat(scale.vocab_size)
+    config = model_preset(scale.preset, shape)
+    return DiTConfig.from_dict({**config.to_dict(), "dropout": dropout})
+
+
+@dataclass
+class Contender:
+    """One model with its process and AdamW optimizer, ready for training steps."""
+
+    name: str
+    process: TreeProcess
+    model: TreeDiT
+    optimizer: torch.optim.Optimizer
+
+    @property
+    def parameters(self) -> int:
+        return param_breakdown(self.model).total
+
+    def loss(self, x: Int[Tensor, "b l"]) -> Tensor:
+        """The training loss (nats per token) on a batch, as the contender computes it."""
+        if self.name != "mdlm-chunked":
+            return training_loss(self.process, self.model, x).loss
+        # The same sample as training_loss: low-discrepancy t, then z ~ q_t(. | x).
+        batch, length = x.shape
+        t = low_discrepancy_times(batch, device=x.device)
+        level, _ = self.process.schedule.level_of(t)
+        z = self.process.forward_sample(x, t)
+        weights = self.process.is_masked(z, level) * self.process.schedule.elbo_weight(t)[:, None]
+        targets = self.process.target_slots(x, level)
+        return self.model.chunked_loss(z, level, targets, weights.float()) / (batch * length)
+
+    def train_step(self, x: Int[Tensor, "b l"]) -> float:
+        """Forward, backward and the AdamW step; returns the loss."""
+        loss = self.loss(x)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+
+def build_contender(
+    model: str, scale: Scale, device: torch.device, *, dropout: float = 0.1, seed: int = 0
+) -> Contender:
+    torch.manual_seed(seed)
+    process = TreeProcess(_tree(model, scale)).to(device)
+    network = contender_config(model, scale, dropout=dropout).build().to(device).train()
+    optimizer = torch.optim.AdamW(network.parameters(), lr=3e-4, betas=(0.9, 0.999), eps=1e-8)
+    return Contender(model, process, network, optimizer)
+
+
+def synthetic_tokens(scale: Scale, batch: int, device: torch.device, seed: int = 0) -> Tensor:
+    """Uniform random token ids ``[batch, seq_len]`` (memory and speed ignore the tokens)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, scale.vocab_size, (batch, scale.seq_len), generator=generator).to(
+        device
+    )

@@ -1,0 +1,159 @@
+"""apps/bench (issue 6): the three contenders, the memory measure and its analytic estimate,
+the throughput and quality benches' outputs, and the app's errors. Tiny sizes: seconds each."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from tdlm_nn import param_breakdown
+from tdlm_train.bench import (
+    MODELS,
+    MemoryOptions,
+    QualityOptions,
+    Scale,
+    ThroughputOptions,
+    build_contender,
+    contender_config,
+    contenders,
+    memory,
+    run_memory,
+    run_quality,
+    run_throughput,
+    throughput,
+    unigram_entropy,
+)
+from tdlm_train.bench.cli import bench_main
+from tdlm_train.bench.contenders import synthetic_tokens
+
+SMALL = Scale(name="small-test", preset="tiny", vocab_size=512, seq_len=32, branching=8)
+# Long enough that the chunked loss (128 positions at a time) holds half the logits, with a
+# vocabulary large enough that the logits dominate the step.
+LOGIT_HEAVY = Scale(name="logit-test", preset="tiny", vocab_size=16_384, seq_len=256)
+
+
+def test_chunked_mdlm_computes_mdlm_loss():
+    x = synthetic_tokens(SMALL, 3, torch.device("cpu"))
+    losses = []
+    for name in ("mdlm", "mdlm-chunked"):
+        contender = build_contender(name, SMALL, torch.device("cpu"), dropout=0.0, seed=1)
+        torch.manual_seed(7)  # the same t and z for both
+        losses.append(float(contender.loss(x).detach()))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_tdlm_contender_has_mdlm_budget_and_more_blocks():
+    mdlm, tdlm = (contender_config(m, contenders.SCALES["paper"]) for m in ("mdlm", "tdlm"))
+    assert tdlm.n_blocks > mdlm.n_blocks
+    total = param_breakdown(mdlm).total
+    assert abs(param_breakdown(tdlm).total - total) <= 0.02 * total
+
+
+def test_memory_bench(tmp_path, monkeypatch):
+    """Fresh-process CPU measurements: chunked CE and TDLM hold less than faithful MDLM at the
+    same batch, and the analytic estimate is within a factor 1.5 of each measurement."""
+    monkeypatch.setitem(memory.SCALES, LOGIT_HEAVY.name, LOGIT_HEAVY)
+    options = MemoryOptions(scales=(LOGIT_HEAVY.name,), batches=(2,), out_dir=tmp_path)
+    figures = run_memory(options, log=lambda _: None)
+    peaks = {r["model"]: r["peak_bytes"] for r in figures["measurements"]}
+    assert peaks["mdlm-chunked"] < peaks["mdlm"] and peaks["tdlm"] < peaks["mdlm"]
+    for row in figures["measurements"]:
+        assert 1 / 1.5 < row["peak_bytes"] / row["analytic"]["total"] < 1.5, row
+    saved = json.loads((tmp_path / "memory.json").read_text())
+    assert {"torch", "device", "threads", "date", "git_commit"} <= set(saved["environment"])
+    assert set(saved["paper_regime_analytic"]) == set(MODELS)
+    assert "TDLM / chunked" in (tmp_path / "memory.md").read_text()
+    assert (tmp_path / "memory.png").stat().st_size > 0
+
+
+def test_analytic_head_term_scales_with_logits():
+    paper = contenders.SCALES["paper"]
+    one, two = (memory.analytic_peak("mdlm", paper, b, "bf16") for b in (1, 2))
+    assert two["head"] == 2 * one["head"] and two["states"] == one["states"]
+    chunked = memory.analytic_peak("mdlm-chunked", paper, 16, "bf16")
+    assert chunked["head"] * 8 == memory.analytic_peak("mdlm", paper, 16, "bf16")["head"]
+
+
+def test_throughput_bench(tmp_path, monkeypatch):
+    monkeypatch.setitem(throughput.SCALES, SMALL.name, SMALL)
+    options = ThroughputOptions(
+        scale=SMALL.name,
+        batch=2,
+        rounds=2,
+        train_steps=1,
+        sample_steps=4,
+        sample_batch=1,
+        matmul_size=64,
+        out_dir=tmp_path,
+    )
+    figures = run_throughput(options, log=lambda _: None)
+    models = figures["models"]
+    assert set(models) == set(MODELS) and models["mdlm"]["train_ratio_to_mdlm"] == 1.0
+    for m in models.values():
+        assert m["train_tokens_per_s"]["min"] <= m["train_tokens_per_s"]["median"] > 0
+        assert m["mfu"]["median"] > 0 and m["sample_tokens_per_s"]["median"] > 0
+    saved = json.loads((tmp_path / "throughput.json").read_text())
+    assert saved["environment"]["torch"] == torch.__version__
+    assert "MFU" in (tmp_path / "throughput.md").read_text()
+
+
+def test_quality_bench(tmp_path, corpus, cache):
+    overrides = {
+        "cache_dir": str(cache),
+        "data.val_fraction": "0.1",
+        "tokenizer.vocab_size": "300",
+        "tree.branching": "8",
+        "model.n_blocks": "1",
+        "batch_size": "4",
+        "seq_len": "32",
+        "eval_batches": "2",
+        "diffusion.sample_steps": "8",
+        "sample_count": "1",
+        "device": "cpu",
+    }
+    options = QualityOptions(
+        minutes=0.1,  # 6 s of MDLM training; TDLM then to the same time
+        data=str(corpus / "*.txt"),
+        allocations=("linear",),
+        eval_every=2,
+        samples=2,
+        overrides=overrides,
+        out_dir=tmp_path / "q",
+    )
+    figures = run_quality(options, log=lambda _: None)
+    labels = [run["label"] for run in figures["runs"]]
+    assert labels == ["mdlm", "tdlm", "tdlm alloc=linear"]
+    steps = figures["budget"]["steps"]
+    for run in figures["runs"]:
+        assert run["steps"] == steps and run["tokens"] == figures["budget"]["tokens"]
+        v = run["validation"]
+        assert sum(v["level_nelbo"]) == pytest.approx(v["nelbo"])
+        assert run["curve"] and run["curve"][-1]["step"] >= steps
+        assert all(0 <= e <= math.log(32) for e in run["unigram_entropy"]["per_sample"])
+    assert len(figures["runs"][0]["validation"]["level_nelbo"]) == 1
+    assert len(figures["runs"][1]["validation"]["level_nelbo"]) > 1
+    assert "equal_time" in figures["runs"][1]
+    assert (tmp_path / "q" / "quality.png").stat().st_size > 0
+    assert "val NELBO" in (tmp_path / "q" / "quality.md").read_text()
+
+
+def test_unigram_entropy():
+    assert unigram_entropy([5] * 10) == 0
+    assert unigram_entropy([1, 2, 3, 4]) == pytest.approx(math.log(4))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "usage"),
+        (["speed"], "usage"),
+        (["memory", "--batches", "one"], "--batches"),
+        (["throughput", "--model.kind", "mdlm"], "unknown options"),
+        (["memory", "--scales", "huge"], "unknown"),
+    ],
+)
+def test_bench_app_errors(argv, message, capsys):
+    assert bench_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and err.count("\n") == 1
