@@ -194,7 +194,9 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
         nonlocal last_validation, samples, best, best_step
         last_validation, samples = evaluate_now(), samples_now()
         record = {"kind": "val", "step": step, "tokens": tokens_seen, "seconds": elapsed}
-        log.write(record | dataclasses.asdict(last_validation) | {"sample": samples[0][:400]})
+        figures = dataclasses.asdict(last_validation)
+        figures["val_tokens"] = figures.pop("tokens")  # "tokens" means training tokens seen
+        log.write(record | figures | {"sample": samples[0][:400]})
         levels = ", ".join(f"{v:.3f}" for v in last_validation.level_nelbo)
         bar.write(
             f"step {step}: val NELBO {last_validation.nelbo:.4f} (levels {levels}), "
@@ -342,7 +344,7 @@ def _progress_bar(config: RunConfig, step: int, *, enabled: bool):
 def _bar_advance(config: RunConfig, bar, step: int, elapsed: float) -> float:
     if config.max_steps:
         return 1.0
-    return max(0.0, min(elapsed, bar.total) - bar.n)
+    return float(max(0.0, min(elapsed, bar.total) - bar.n))
 
 
 def _summary(config, result: TrainResult, breakdown, tree, peak: int) -> str:
