@@ -6,11 +6,15 @@ in at most 60 s, and a ``cooccurrence`` tree from a 10M-token stream in at most 
     uv run benchmarks/tree_build.py [--out results.json] [--repeats 1]
 
 The token stream is drawn from a Zipf(1) unigram distribution over N = 50,257 tokens: build time
-depends on N, the stream length and the dimensions, not on the stream's content.
+depends on N, the stream length and the dimensions, not on the stream's content. The JSON also
+records each tree's SHA-256 (of its parent arrays), to compare across machines: the same on every
+BLAS, thread count and CPU (for ``cooccurrence`` but for the rare SVD rounding that
+``tdlm_tree.cooccurrence`` estimates).
 """
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -31,6 +35,10 @@ def _timed(build, repeats: int) -> tuple[float, object]:
         tree = build()
         times.append(time.perf_counter() - start)
     return float(np.median(times)), tree
+
+
+def _digest(tree) -> str:
+    return hashlib.sha256(b"".join(p.astype("<i8").tobytes() for p in tree.parents)).hexdigest()
 
 
 def _commit() -> str:
@@ -65,7 +73,13 @@ def main() -> None:
         print(f"| {method} | {what} | {list(tree.level_sizes)} | {seconds:.1f} | <= 60 |")
     result = {
         "figures": [
-            {"method": m, "input": w, "level_sizes": list(t.level_sizes), "seconds": s}
+            {
+                "method": m,
+                "input": w,
+                "level_sizes": list(t.level_sizes),
+                "seconds": s,
+                "parents_sha256": _digest(t),
+            }
             for m, w, t, s in rows
         ],
         "environment": {

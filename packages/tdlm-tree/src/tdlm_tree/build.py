@@ -2,8 +2,9 @@
 
 Every construction is bottom-up and balanced: level h's nodes are grouped into
 ``ceil(n_h / k_{h+1})`` parents of exactly ``k_{h+1}`` children but one (``shape.group_sizes``).
-All are deterministic given their inputs and ``seed``. ``cooccurrence`` lives in its own module:
-it derives the vectors, then calls :func:`embedding_tree`.
+All are deterministic given their inputs and ``seed``, on any machine: ``embedding`` decides by
+exact integer arithmetic (``cluster``, ``grid``). ``cooccurrence`` lives in its own module: it
+derives the vectors, then calls :func:`embedding_tree`.
 """
 
 import logging
@@ -128,13 +129,16 @@ def embedding_tree(
     frequencies (default uniform). A parent's vector is the frequency-weighted mean of its
     children's, and its weight their sum. ``iterations`` bounds the balanced Lloyd refinement
     per level (see ``cluster.balanced_kmeans``).
+
+    The same tree on every machine: each level's clustering is exact on its integer grid, and
+    the parent vectors are computed without a matrix product (``cluster.group_means``), so they
+    too are the same everywhere before the next level maps them to its grid.
     """
     x = np.asarray(vectors)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise TreeError(f"vectors must be a non-empty [N, d] array, got shape {x.shape}")
     if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
         raise TreeError("vectors must be finite numbers")
-    x = x.astype(np.float32)
     w = np.ones(len(x)) if weights is None else _as_counts(weights, "weights")
     if len(w) != len(x):
         raise TreeError(f"{len(w)} weights for {len(x)} vectors")

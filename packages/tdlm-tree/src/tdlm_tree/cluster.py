@@ -15,63 +15,102 @@ sum of squared distances. Two stages, both linear in ``n`` per pass so that N = 
    greedily by distance while the centroid has room; points left over are placed the same way
    among the centroids that still have room. Each group's capacity is its size from stage 1, so
    sizes never change. The best assignment seen (by within-group squared distance) is kept.
+
+Every decision is exact, so the labels are the same for any BLAS, thread count, SIMD width or
+CPU (``grid``): the vectors are mapped to an integer grid, centroids are rounded to it, and
+projections, distances and the objective are exact integers. Ties break by index everywhere:
+stable sorts, and an exact selection of each point's nearest centroids in place of
+``np.argpartition``, whose choice among equal values depends on the SIMD sort numpy dispatches to.
 """
+
+import operator
 
 import numpy as np
 
+from .grid import grid_bits, to_grid
 from .shape import group_sizes
 
-__all__ = ["balanced_kmeans", "group_means", "within_group_sq_distance"]
+__all__ = ["balanced_kmeans", "group_means", "group_sums", "within_group_sq_distance"]
 
-_ROW_CHUNK = 8192  # rows of the distance matrix at a time: bounds memory at chunk x groups
+_ROW_CHUNK = 8192  # rows of a distance matrix at a time: bounds memory at chunk x groups
 
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _grid_centroids(sums: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Group means rounded to the grid. Sums of grid rows are exact in any order (integers below
+    ``n 2^Q < 2^53``) and the division is correctly rounded, so they are the same everywhere."""
+    return np.rint(sums / sizes[:, None])
+
+
+def _fit(sums: np.ndarray, sizes: np.ndarray, centroids: np.ndarray) -> int:
+    """``sum_g (2 T_g - n_g c_g) . c_g``, exactly: the within-group squared distance to the grid
+    centroids is ``sum_i |x_i|^2`` minus this (expand ``|x_i - c_g|^2``; ``T_g``: the group's sum).
+
+    Integers too large for float64, so multiplied in Python's, which neither round nor overflow:
+    a comparison of two fits cannot flip.
+    """
+    scaled = 2 * sums.astype(np.int64) - sizes[:, None] * centroids.astype(np.int64)
+    return sum(
+        map(operator.mul, scaled.ravel().tolist(), centroids.astype(np.int64).ravel().tolist())
+    )
+
+
 def _two_means_split(
     x: np.ndarray, n_left: int, c1: np.ndarray, c2: np.ndarray, iters: int
-) -> tuple[np.ndarray, float]:
-    """2-means from centres ``c1, c2`` with the cut forced after ``n_left`` rows.
+) -> tuple[np.ndarray, int]:
+    """2-means from grid centres ``c1, c2`` with the cut forced after ``n_left`` rows.
 
-    Returns the permutation (left half first) and the split's within-halves squared distance
-    up to a constant (``-n_l |m_l|^2 - n_r |m_r|^2``; the constant ``sum |x|^2`` is shared).
+    Returns the permutation (left half first) and the split's :func:`_fit` (larger is better).
     """
+    sizes = np.array([n_left, len(x) - n_left])
+    total = x.sum(0)
+    in_left = np.zeros(len(x))
     split = None
     for _ in range(iters):
-        # |x - c1|^2 - |x - c2|^2 = 2 x.(c2 - c1) + const: nearest-to-c1 first.
+        # |x - c1|^2 - |x - c2|^2 = 2 x.(c2 - c1) + const, exact: nearest-to-c1 first, ties by row.
         order = np.argsort(x @ (c2 - c1), kind="stable")
         left = np.sort(order[:n_left])
-        c1, c2 = x[order[:n_left]].mean(0), x[order[n_left:]].mean(0)
+        in_left[:] = 0.0
+        in_left[left] = 1.0
+        left_sum = in_left @ x  # exact, like every sum of grid rows: any BLAS will do
+        sums = np.stack([left_sum, total - left_sum])
+        c1, c2 = _grid_centroids(sums, sizes)
         if split is not None and np.array_equal(left, split):
             break
         split = left
-    cost = -n_left * float(c1 @ c1) - (len(x) - n_left) * float(c2 @ c2)
-    return order, cost
+    return order, _fit(sums, sizes, np.stack([c1, c2]))
 
 
 def _bisect_order(
-    x: np.ndarray, n_left: int, rng: np.random.Generator, iters: int, tries: int
+    x: np.ndarray,
+    sq_norms: np.ndarray,
+    n_left: int,
+    rng: np.random.Generator,
+    iters: int,
+    tries: int,
 ) -> np.ndarray:
     """A permutation of ``x``'s rows whose first ``n_left`` form the left half of a 2-means split.
 
     The best of ``tries`` seedings: farthest-point seeding first (two distant centres), then
     random pairs of rows. A cut forced through a cluster cannot be undone by the refinement
-    stage, so a few cheap restarts here are worth it.
+    stage, so a few cheap restarts here are worth it. ``argmax`` and ``max`` keep the first of
+    equals, and what they compare is exact.
     """
     first = x[rng.integers(len(x))]
-    c1 = x[np.argmax(((x - first) ** 2).sum(1))]
-    seeds = [(c1, x[np.argmax(((x - c1) ** 2).sum(1))])]
+    c1 = x[np.argmax(sq_norms - 2 * (x @ first))]  # |x - p|^2 - |p|^2, exact on the grid
+    seeds = [(c1, x[np.argmax(sq_norms - 2 * (x @ c1))])]
     for _ in range(tries - 1):
         i, j = rng.choice(len(x), 2, replace=False)
         seeds.append((x[i], x[j]))
     splits = [_two_means_split(x, n_left, a, b, iters) for a, b in seeds]
-    return min(splits, key=lambda split: split[1])[0]
+    return max(splits, key=lambda split: split[1])[0]
 
 
 def _bisection_labels(
-    x: np.ndarray, k: int, rng: np.random.Generator, iters: int, tries: int
+    x: np.ndarray, sq_norms: np.ndarray, k: int, rng: np.random.Generator, iters: int, tries: int
 ) -> np.ndarray:
     labels = np.empty(len(x), dtype=np.int64)
     next_label = 0
@@ -84,52 +123,76 @@ def _bisection_labels(
             next_label += 1
             continue
         n_left = (groups // 2) * k  # the left half holds only full groups; the remainder goes right
-        order = _bisect_order(x[index], n_left, rng, iters, tries)
+        order = _bisect_order(x[index], sq_norms[index], n_left, rng, iters, tries)
         stack.append(index[order[n_left:]])
         stack.append(index[order[:n_left]])
     return labels
 
 
+def group_sums(x: np.ndarray, labels: np.ndarray, groups: int) -> np.ndarray:
+    """Group sums ``[groups, d]`` in float64; every group must be non-empty.
+
+    Each group's rows are added in row order, elementwise (numpy's ``sum`` over a contiguous
+    block, several times faster here than ``np.add.reduceat``): a fixed order of additions, not
+    a matrix product, so the result does not depend on the BLAS even where it is inexact.
+    """
+    rows = np.asarray(x, dtype=np.float64)[np.argsort(labels, kind="stable")]
+    ends = np.cumsum(np.bincount(labels, minlength=groups)).tolist()
+    return np.stack([rows[a:b].sum(0) for a, b in zip([0, *ends[:-1]], ends, strict=True)])
+
+
 def group_means(
     x: np.ndarray, labels: np.ndarray, groups: int, weights: np.ndarray | None = None
 ) -> np.ndarray:
-    """Group means ``[groups, d]``, weighted by ``weights`` where given.
+    """Group means ``[groups, d]`` in float64, weighted by ``weights`` where given.
 
     Every group must be non-empty; a group whose weights are all zero gets its plain mean.
     """
     size = np.bincount(labels, minlength=groups)
     if weights is None:
-        total, weighted = size, x
-    else:
-        total = np.bincount(labels, weights=weights, minlength=groups)
-        w = np.where((total <= 0)[labels], 1.0, weights)  # an all-zero group: plain mean
-        total = np.where(total > 0, total, size)
-        weighted = x * w[:, None].astype(x.dtype)
-    order = np.argsort(labels, kind="stable")
-    starts = np.r_[0, np.cumsum(size)[:-1]]
-    sums = np.add.reduceat(weighted[order], starts, axis=0)
-    return (sums / total[:, None]).astype(x.dtype)
+        return group_sums(x, labels, groups) / size[:, None]
+    total = np.bincount(labels, weights=weights, minlength=groups)
+    w = np.where((total <= 0)[labels], 1.0, weights)  # an all-zero group: plain mean
+    total = np.where(total > 0, total, size)
+    return group_sums(x * w[:, None], labels, groups) / total[:, None]
+
+
+def _nearest(d: np.ndarray, m: int) -> np.ndarray:
+    """Mask of each row's ``m`` smallest entries, ties going to the smaller column.
+
+    The ``m``-th smallest value is well defined, so take every entry below it and then the equal
+    ones in column order: unlike ``np.argpartition``, independent of how numpy sorts.
+    """
+    kth = np.partition(d, m - 1, axis=1)[:, m - 1 : m]
+    mask = d <= kth
+    crowded = np.flatnonzero(mask.sum(1) > m)  # rows with more than m candidates: ties at kth
+    below = d[crowded] < kth[crowded]
+    tied = d[crowded] == kth[crowded]
+    need = m - below.sum(1, keepdims=True)
+    mask[crowded] = below | (tied & (np.cumsum(tied, axis=1) <= need))
+    return mask
 
 
 def _candidate_pairs(
     x: np.ndarray, centroids: np.ndarray, allowed: np.ndarray, m: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each row's ``m`` nearest allowed centroids as (rows, centroid ids, |x - c|^2 - |x|^2)."""
-    c_norm = (centroids.astype(np.float64) ** 2).sum(1)
+    """Each row's ``m`` nearest allowed centroids as (rows, centroid ids, |x - c|^2 - |x|^2).
+
+    Exact on the grid, and listed row-major, so a stable sort by distance breaks ties by
+    (row, centroid id).
+    """
+    c_norm = (centroids**2).sum(1)
     c_norm[~allowed] = np.inf
     m = min(m, int(allowed.sum()))
     rows, cols, dists = [], [], []
     for start in range(0, len(x), _ROW_CHUNK):
-        block = x[start : start + _ROW_CHUNK]
-        d = c_norm[None, :] - 2.0 * (block @ centroids.T)
-        top = (
-            np.argpartition(d, m - 1, axis=1)[:, :m]
-            if m < d.shape[1]
-            else np.tile(np.arange(d.shape[1]), (len(block), 1))
-        )
-        rows.append(np.repeat(np.arange(start, start + len(block)), top.shape[1]))
-        cols.append(top.ravel())
-        dists.append(np.take_along_axis(d, top, axis=1).ravel())
+        d = x[start : start + _ROW_CHUNK] @ centroids.T
+        d *= -2.0
+        d += c_norm
+        row, col = np.nonzero(_nearest(d, m))
+        rows.append(row + start)
+        cols.append(col)
+        dists.append(d[row, col])
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(dists)
 
 
@@ -178,31 +241,34 @@ def balanced_kmeans(
 ) -> np.ndarray:
     """Labels ``[n]`` in ``0..ceil(n/k)-1`` with the sizes of ``shape.group_sizes(n, k)``.
 
-    Deterministic for a given ``seed``. Group ids are ordered as the bisection left them, so
-    nearby groups tend to have nearby ids.
+    A function of ``x``, ``k``, ``seed`` and the options alone, identical on any machine (see
+    the module docstring); it sees ``x`` only through its integer grid (``grid.to_grid``), so
+    scaling ``x`` by a power of two, permuting its dimensions or negating some of them leaves
+    the labels unchanged. Group ids are ordered as the bisection left them, so nearby groups
+    tend to have nearby ids.
     """
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x = np.asarray(x)
+    x = to_grid(x, grid_bits(x.shape[1]))[0]
     n = len(x)
     groups = _ceil_div(n, k)
     if groups == 1:
         return np.zeros(n, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    labels = _bisection_labels(x, k, rng, bisect_iterations, bisect_tries)
+    sq_norms = np.einsum("ij,ij->i", x, x)  # exact: at most d 2^(2Q) < 2^53
+    labels = _bisection_labels(x, sq_norms, k, rng, bisect_iterations, bisect_tries)
     capacity = np.bincount(labels, minlength=groups)
     assert sorted(capacity.tolist(), reverse=True) == group_sizes(n, k)
-    # Objective via sum |x - m_g|^2 = sum |x|^2 - sum_g n_g |m_g|^2: no pass over x per check.
-    total_sq = float((x.astype(np.float64) ** 2).sum())
-
-    def cost(means: np.ndarray) -> float:
-        return total_sq - float((capacity * (means.astype(np.float64) ** 2).sum(1)).sum())
-
-    means = group_means(x, labels, groups)
-    best_cost = cost(means)
+    # The objective sum_i |x_i - c_g|^2 = sum_i |x_i|^2 - fit, in exact integers.
+    sq_total = sum(sq_norms.astype(np.int64).tolist())
+    sums = group_sums(x, labels, groups)
+    centroids = _grid_centroids(sums, capacity)
+    best_cost = sq_total - _fit(sums, capacity, centroids)
     for _ in range(iterations):
-        new_labels = _balanced_assign(x, means, capacity, candidates)
-        new_means = group_means(x, new_labels, groups)
-        new_cost = cost(new_means)
-        if new_cost >= best_cost * (1 - 1e-6):
+        new_labels = _balanced_assign(x, centroids, capacity, candidates)
+        sums = group_sums(x, new_labels, groups)
+        new_centroids = _grid_centroids(sums, capacity)
+        new_cost = sq_total - _fit(sums, capacity, new_centroids)
+        if new_cost * 10**6 >= best_cost * (10**6 - 1):  # fell by under a millionth: stop
             break
-        labels, means, best_cost = new_labels, new_means, new_cost
+        labels, centroids, best_cost = new_labels, new_centroids, new_cost
     return labels
