@@ -5,12 +5,13 @@ ELBO's tightness (I2) and the sampler's correctness (I6) are stated for.
 """
 
 import itertools
+import math
 
 import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from tdlm_diffusion import ScheduleConfig, TreeProcess, diffusion_loss
+from tdlm_diffusion import ScheduleConfig, TreeProcess, count_nelbo, diffusion_loss
 from tdlm_tree import VocabTree, flat_tree, random_tree
 
 
@@ -219,3 +220,31 @@ def expected_nelbo(process: TreeProcess, denoiser, xs: torch.Tensor, n: int = 24
     probability = torch.where(pattern, masked, 1 - masked).prod(-1)
     quad_weight = weights[:, None, None].expand(q, p, m).reshape(-1)
     return (quad_weight * probability * loss).view(q * p, m).sum(0)
+
+
+def expected_count_nelbo(process: TreeProcess, denoiser, xs: torch.Tensor) -> torch.Tensor:
+    """``Σ_h E_{k ~ U{1..L}} E_{S uniform, |S| = k} [count_nelbo]`` per sequence of ``xs``.
+
+    Exact: every level, every count and every masked subset, one batched call of the package's
+    count-form estimate.
+    """
+    m, length = xs.shape
+    patterns = torch.tensor(list(itertools.product([False, True], repeat=length)))
+    patterns = patterns[patterns.sum(-1) > 0]  # k >= 1
+    k = patterns.sum(-1)
+    # P(pattern) = P(k) P(S | k) = (1 / L) / C(L, k)
+    probability = 1.0 / (length * torch.tensor([math.comb(length, int(c)) for c in k],
+                                               dtype=torch.float64))
+    total = torch.zeros(m, dtype=torch.float64)
+    p = len(patterns)
+    x = xs[None].expand(p, m, length).reshape(-1, length)
+    pattern = patterns[:, None].expand(p, m, length).reshape(-1, length)
+    count = k[:, None].expand(p, m).reshape(-1)
+    for h in range(process.depth):
+        level = torch.full((p * m,), h)
+        z = torch.where(pattern, process.ancestor(x, level + 1), process.ancestor(x, level))
+        s = torch.zeros(p * m, dtype=torch.float64)
+        logits = process.child_logits(denoiser, z, level, s)
+        value = count_nelbo(process, logits, x, z, level, count).view(p, m)
+        total += (probability[:, None] * value).sum(0)
+    return total

@@ -86,7 +86,7 @@ def test_i1_training_loss_is_mdlm_training_loss(vocab, seed):
     process = TreeProcess(flat_tree(vocab))
     x = torch.randint(0, vocab, (8, 10), generator=torch.Generator().manual_seed(seed))
     net = _network(vocab, seed)
-    out = training_loss(process, lambda nodes, level: net(nodes), x,
+    out = training_loss(process, lambda nodes, level: net(nodes), x, estimator="continuous",
                         generator=torch.Generator().manual_seed(seed))
     g = torch.Generator().manual_seed(seed)
     u = torch.rand(1, generator=g)

@@ -8,13 +8,14 @@ callable ``denoiser(nodes [b, l], level [b]) -> child logits [b, l, k]`` works (
 """
 
 from .elbo import (
-    TrainingLoss,
     child_nll,
+    count_nelbo,
     diffusion_loss,
     in_level_nelbo,
     low_discrepancy_times,
-    training_loss,
+    masked_count,
 )
+from .estimators import ESTIMATORS, NoisedBatch, TrainingLoss, noised_batch, training_loss
 from .evaluation import NelboEstimate, bits_per_byte, evaluate_nelbo, perplexity
 from .process import TreeProcess
 from .protocol import Denoiser, TimeConditionedDenoiser
@@ -45,6 +46,7 @@ from .validation import DiffusionInputError
 __version__ = "0.1.0"
 
 __all__ = [
+    "ESTIMATORS",
     "MAX_DENSE_NODES",
     "CosineSchedule",
     "Denoiser",
@@ -53,6 +55,7 @@ __all__ = [
     "InLevelSchedule",
     "LinearSchedule",
     "NelboEstimate",
+    "NoisedBatch",
     "PolynomialSchedule",
     "SampleResult",
     "SamplerConfig",
@@ -65,6 +68,7 @@ __all__ = [
     "bits_per_byte",
     "child_distribution",
     "child_nll",
+    "count_nelbo",
     "diffusion_loss",
     "entropy_allocation",
     "evaluate_nelbo",
@@ -72,6 +76,8 @@ __all__ = [
     "in_level_nelbo",
     "linear_allocation",
     "low_discrepancy_times",
+    "noised_batch",
+    "masked_count",
     "perplexity",
     "step_grid",
     "steps_per_level",

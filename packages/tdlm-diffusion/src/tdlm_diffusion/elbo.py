@@ -10,22 +10,27 @@ and ``NELBO(x) = Σ_h L_h(x) ≥ -log p_θ(x)``. With ``t ~ U[0, 1]`` and the we
 of the whole NELBO (:func:`diffusion_loss`); :func:`in_level_nelbo` is the same sample for a
 fixed level, without the ``1 / Δ_h``. On the flat tree both are MDLM's loss (invariant I1).
 
+**Count form** (:func:`count_nelbo`). Substituting ``u = 1 - α(s)`` and conditioning on the
+number k of masked positions (a uniform subset of size k given k) turns ``L_h`` into
+``Σ_{k=1}^{L} g_h(k) / k`` with ``g_h(k) = E[Σ_ℓ 1[masked] CE | k masked]``, since
+``∫_0^1 C(L,k) u^{k-1} (1-u)^{L-k} du = 1/k``. So with ``k ~ U{1..L}`` and exactly k positions
+masked, ``(L / k) Σ_ℓ 1[masked] CE`` is an unbiased one-sample estimate of the same ``L_h`` —
+for any α — whose per-token value is the mean CE over the masked positions: bounded by the
+largest CE, where the time form's ``1 / s`` weight has infinite variance near ``s = 0``. It
+needs a denoiser that does not see s (the default, METHOD.md §4): the identity integrates s out.
+
 Everything works on ``[b, l]`` gathers from the tree's tables plus one ``logsumexp`` over the
 ``k`` child slots: no ``[b, l, N]`` tensor exists unless the tree is flat (``k = N``).
 """
-
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from .process import TreeProcess
-from .protocol import Denoiser, TimeConditionedDenoiser
 from .validation import (
     DiffusionInputError,
-    check_level_weights,
+    check_counts,
     check_levels,
     check_logits,
     check_same_shape,
@@ -34,12 +39,12 @@ from .validation import (
 )
 
 __all__ = [
-    "TrainingLoss",
     "child_nll",
+    "count_nelbo",
     "diffusion_loss",
     "in_level_nelbo",
     "low_discrepancy_times",
-    "training_loss",
+    "masked_count",
 ]
 
 
@@ -151,53 +156,34 @@ def _diffusion_loss(
     return process.schedule.elbo_weight(t).to(total.dtype) * total
 
 
-@dataclass(frozen=True)
-class TrainingLoss:
-    """One training step's loss and what to log about it.
-
-    ``loss`` (nats per token, ``λ_h``-weighted) is what to backpropagate; ``nelbo`` and
-    ``per_sequence`` are the unweighted, detached estimates that get reported.
-    """
-
-    loss: Float[Tensor, ""]
-    nelbo: Float[Tensor, ""]
-    per_sequence: Float[Tensor, " b"]
-    t: Float[Tensor, " b"]
-    level: Int[Tensor, " b"]
+def masked_count(s: Float[Tensor, " b"], length: int) -> Int[Tensor, " b"]:
+    """``k = ⌊s L⌋ + 1`` (at most L): uniform on ``1..L`` when ``s ~ U[0, 1)``, and evenly spread
+    when the ``s`` of a batch are (``L`` evenly spaced times give every count once)."""
+    return (torch.floor(s.double() * length).long() + 1).clamp(max=length)
 
 
-def training_loss(
+def count_nelbo(
     process: TreeProcess,
-    denoiser: Denoiser | TimeConditionedDenoiser,
+    logits: Float[Tensor, "b l k"],
     x: Int[Tensor, "b l"],
-    *,
-    level_weights: Sequence[float] | Float[Tensor, " h"] | None = None,
-    generator: torch.Generator | None = None,
-) -> TrainingLoss:
-    """Sample ``t`` (low-discrepancy across the batch), noise ``x``, run the denoiser, weight.
+    z: Int[Tensor, "b l"],
+    level: Int[Tensor, " b"],
+    count: Int[Tensor, " b"],
+) -> Float[Tensor, " b"]:
+    """One-sample estimate of ``L_h(x)`` per sequence in the count form (module docstring).
 
-    ``level_weights`` are optional per-level training weights ``λ_h`` (ablations); they scale
-    only ``loss``, never the reported ``nelbo``. Losses are per token: sums over the batch's
-    positions divided by ``b · l``.
+    ``z`` must have exactly ``count`` positions masked, a uniform random subset
+    (:meth:`TreeProcess.mask_count`), with ``count ~ U{1..L}``; the estimate is
+    ``(L / k) Σ_ℓ 1[masked] CE``. ``logits`` are the denoiser's output on ``z``.
     """
-    check_tokens(x, process.vocab_size)
-    batch, length = x.shape
-    t = low_discrepancy_times(batch, generator=generator, device=x.device)
-    level, s = process.schedule.level_of(t)
-    z = process._noise(x, level, s, generator)
-    logits = process.child_logits(denoiser, z, level, s)
-    per_sequence = _diffusion_loss(process, logits, x, z, t)
-    if level_weights is None:
-        weighted = per_sequence
-    else:
-        weights = torch.as_tensor(level_weights, dtype=per_sequence.dtype, device=x.device)
-        check_level_weights(weights, process.depth)
-        weighted = weights[level] * per_sequence
-    tokens = batch * length
-    return TrainingLoss(
-        loss=weighted.sum() / tokens,
-        nelbo=per_sequence.detach().sum() / tokens,
-        per_sequence=per_sequence.detach(),
-        t=t,
-        level=level,
-    )
+    _check_batch(process, logits, x, z)
+    check_levels(level, x.shape[0], process.depth)
+    check_counts(count, x.shape[0], x.shape[1])
+    return _count_nelbo(process, logits, x, z, level, count)
+
+
+def _count_nelbo(
+    process: TreeProcess, logits: Tensor, x: Tensor, z: Tensor, level: Tensor, count: Tensor
+) -> Tensor:
+    total = _masked_nll_sum(process, logits, x, z, level)
+    return (x.shape[1] / count).to(total.dtype) * total

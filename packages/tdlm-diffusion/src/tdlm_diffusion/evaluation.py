@@ -4,8 +4,11 @@
 training, evaluation estimates every ``L_h`` separately with ``n`` in-level times per level
 (stratification removes the variance of which level a sample lands in, and gives the paper's
 per-height split). The ``n · b`` in-level times of a level form one low-discrepancy grid
-``s = (u + j / (n b)) mod 1``. Reported: nats per token, perplexity ``exp(NELBO / token)`` and
-bits per byte (comparable across tokenizers).
+``s = (u + j / (n b)) mod 1``. Each ``L_h`` is estimated in the count form of :mod:`.elbo`
+(exactly ``k = ⌊s L⌋ + 1`` positions masked, weight ``L / k``: unbiased with bounded variance) or,
+for denoisers that see ``s``, in the time form (``z ~ q^h_s``, weight ``-α'(s) / (1 - α(s))``:
+unbiased, with the heavy tail of its ``1 / s`` weight). Reported: nats per token, perplexity
+``exp(NELBO / token)`` and bits per byte (comparable across tokenizers).
 """
 
 import math
@@ -15,7 +18,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .elbo import in_level_nelbo, low_discrepancy_times
+from .elbo import count_nelbo, in_level_nelbo, low_discrepancy_times, masked_count
+from .estimators import check_estimator
 from .process import TreeProcess
 from .protocol import Denoiser, TimeConditionedDenoiser
 from .validation import DiffusionInputError, check_tokens
@@ -68,16 +72,24 @@ def evaluate_nelbo(
     x: Int[Tensor, "b l"],
     *,
     samples_per_level: int = 1,
+    estimator: str | None = None,
     generator: torch.Generator | None = None,
 ) -> NelboEstimate:
     """Estimate every level's ``L_h(x)`` with ``samples_per_level`` noise draws each.
 
-    Costs ``H · samples_per_level`` denoiser calls on the batch.
+    ``estimator``: ``count`` (the default for denoisers that ignore ``s``) or ``continuous``
+    (the default, and the only choice, for time-conditioned ones); both are unbiased for the
+    same NELBO. Costs ``H · samples_per_level`` denoiser calls on the batch.
     """
     check_tokens(x, process.vocab_size)
     if samples_per_level < 1:
         raise DiffusionInputError(f"samples_per_level must be at least 1, got {samples_per_level}")
-    batch = x.shape[0]
+    if estimator is None:
+        estimator = "continuous" if process.pass_time else "count"
+    if estimator == "cutoff":
+        raise DiffusionInputError("evaluation estimates the NELBO itself: 'cutoff' is biased")
+    check_estimator(estimator, 0.5, process.pass_time)
+    batch, length = x.shape
     n = samples_per_level
     columns = []
     for h in range(process.depth):
@@ -85,9 +97,15 @@ def evaluate_nelbo(
         grid = low_discrepancy_times(n * batch, generator=generator, device=x.device)
         total = torch.zeros(batch, dtype=torch.float64, device=x.device)
         for s in grid.view(n, batch):
-            z = process.sample_in_level(x, level, s, generator)
-            logits = process.child_logits(denoiser, z, level, s)
-            total += in_level_nelbo(process, logits, x, z, level, s).double()
+            if estimator == "count":
+                count = masked_count(s, length)
+                z = process.mask_count(x, level, count, generator)
+                logits = process.child_logits(denoiser, z, level, s)
+                total += count_nelbo(process, logits, x, z, level, count).double()
+            else:
+                z = process.sample_in_level(x, level, s, generator)
+                logits = process.child_logits(denoiser, z, level, s)
+                total += in_level_nelbo(process, logits, x, z, level, s).double()
         columns.append(total / n)
     return NelboEstimate(level_nelbo=torch.stack(columns, dim=-1), tokens_per_sequence=x.shape[1])
 

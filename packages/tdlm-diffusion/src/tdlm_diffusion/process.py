@@ -23,7 +23,14 @@ from tdlm_tree import VocabTree
 
 from .protocol import Denoiser, TimeConditionedDenoiser
 from .schedules import DiffusionSchedule, LinearSchedule, uniform_allocation
-from .validation import DiffusionInputError, check_levels, check_logits, check_times, check_tokens
+from .validation import (
+    DiffusionInputError,
+    check_counts,
+    check_levels,
+    check_logits,
+    check_times,
+    check_tokens,
+)
 
 __all__ = ["TreeProcess"]
 
@@ -142,6 +149,39 @@ class TreeProcess(nn.Module):
         move = self.schedule.in_level.one_minus_alpha(s)
         u = torch.rand(x.shape, generator=generator, device=x.device, dtype=s.dtype)
         masked = u < move[:, None]
+        return torch.where(masked, self.ancestor(x, level + 1), self.ancestor(x, level))
+
+    def mask_count(
+        self,
+        x: Int[Tensor, "b l"],
+        level: Int[Tensor, " b"],
+        count: Int[Tensor, " b"],
+        generator: torch.Generator | None = None,
+    ) -> Int[Tensor, "b l"]:
+        """``z`` with exactly ``count[i]`` positions of sequence i at ``a_{h+1}(x)`` ("masked"),
+        a uniformly random subset, and the others at ``a_h(x)``.
+
+        Given how many positions are masked, ``q^h_s`` masks a uniform subset of that size for
+        every ``s``: this is the state the count form of the in-level NELBO needs
+        (:func:`~tdlm_diffusion.count_nelbo`).
+        """
+        check_tokens(x, self.vocab_size)
+        check_levels(level, x.shape[0], self.depth)
+        check_counts(count, x.shape[0], x.shape[1])
+        return self._mask_count(x, level, count, generator)
+
+    def _mask_count(
+        self,
+        x: Int[Tensor, "b l"],
+        level: Int[Tensor, " b"],
+        count: Int[Tensor, " b"],
+        generator: torch.Generator | None = None,
+    ) -> Int[Tensor, "b l"]:
+        # The ranks of i.i.d. uniforms are a uniform permutation; ties (float32 draws collide
+        # at L ~ 1000) are broken by position, which keeps the count exact.
+        u = torch.rand(x.shape, generator=generator, device=x.device)
+        rank = u.argsort(dim=1, stable=True).argsort(dim=1, stable=True)
+        masked = rank < count[:, None]
         return torch.where(masked, self.ancestor(x, level + 1), self.ancestor(x, level))
 
     # --- lookups -----------------------------------------------------------------------------

@@ -66,6 +66,21 @@ def check_levels(level: Tensor, batch: int, depth: int) -> None:
                                   f"got {low}..{high}")
 
 
+def check_counts(count: Tensor, batch: int, length: int) -> None:
+    """``count`` is an integer ``[batch]`` tensor of masked-position counts in ``1..length``."""
+    if count.dtype == torch.bool or count.dtype.is_floating_point or count.dtype.is_complex:
+        raise DiffusionInputError(f"masked counts must be an integer tensor, got {count.dtype}")
+    if count.shape != (batch,):
+        raise DiffusionInputError(f"masked counts must have shape [{batch}] (one per sequence), "
+                                  f"got {tuple(count.shape)}")
+    if _tracing() or count.numel() == 0:
+        return
+    low, high = torch.stack([count.min(), count.max()]).tolist()
+    if low < 1 or high > length:
+        raise DiffusionInputError(f"masked counts must lie in 1..{length} (the sequence length), "
+                                  f"got {low}..{high}")
+
+
 def check_level_weights(weights: Tensor, depth: int) -> None:
     """Per-level training weights ``λ_h``: one finite, non-negative weight per level."""
     if weights.shape != (depth,):

@@ -1,0 +1,153 @@
+"""The training loss: three Monte-Carlo estimators of the NELBO (METHOD.md §4), one interface.
+
+Every estimator draws low-discrepancy times ``t_i = (u + i/B) mod 1``, so each level h gets its
+share ``Δ_h`` of the batch (the levels are stratified across the batch) and the in-level times
+``s`` of a level are evenly spread. They differ in how a level's integral over ``s`` is sampled:
+
+* ``continuous`` — ``z ~ q^h_s``, weight ``w(t) = -α'(s) / (Δ_h (1 - α(s)))``. Unbiased, but the
+  weight grows like ``1 / (Δ_h s)`` near each level's ``s = 0``, where a masked position is rare:
+  the estimator's variance is infinite (log-divergent), H times over on a tree, and a batch that
+  draws a small ``s`` and masks one position gets a spike of ``CE / (Δ_h s B L)`` per token.
+* ``cutoff`` — MDLM's remedy: ``s`` is drawn in ``[ε, 1]`` instead (per level), weight scaled by
+  ``1 - ε``. Bounded weight ``1 / (Δ_h ε)``, but spikes of order ``CE / (Δ_h ε B L)`` remain at
+  short L, and the estimate omits each level's ``∫_0^ε``: it is biased low by about
+  ``ε · E[CE at a clean context]`` per token and level (a training objective, not a bound).
+* ``count`` — the count form of :mod:`.elbo`: ``k = ⌊s L⌋ + 1`` positions masked exactly, a uniform
+  subset, weight ``L / (k Δ_h)``. Unbiased for the same NELBO and bounded: a sequence's per-token
+  value is its mean masked CE over ``Δ_h``. Needs a denoiser that ignores ``s``.
+
+:func:`noised_batch` draws the state ``z`` and a per-sequence weight ``w`` such that
+``w · Σ_ℓ 1[masked] CE`` estimates ``NELBO(x)``; :func:`training_loss` adds the network call and
+returns the per-token loss to backpropagate (optionally reweighted per level by ``λ_h``) and the
+unweighted estimate that gets logged. A loss computed elsewhere (e.g. a chunked full-vocabulary
+cross-entropy) uses the same :func:`noised_batch`, so every model trains on the same estimator.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .elbo import _masked_nll_sum, low_discrepancy_times, masked_count
+from .process import TreeProcess
+from .protocol import Denoiser, TimeConditionedDenoiser
+from .validation import DiffusionInputError, check_level_weights, check_tokens
+
+__all__ = ["ESTIMATORS", "NoisedBatch", "TrainingLoss", "noised_batch", "training_loss"]
+
+ESTIMATORS: tuple[str, ...] = ("count", "cutoff", "continuous")
+
+
+@dataclass(frozen=True)
+class NoisedBatch:
+    """A training draw: times, the noised state, and the weight of each sequence's masked CE.
+
+    ``E[weight · Σ_ℓ 1[z^ℓ masked] CE^ℓ] = NELBO(x)`` per sequence (for ``cutoff``: the
+    truncated objective). ``s`` is what a time-conditioned denoiser is shown.
+    """
+
+    t: Float[Tensor, " b"]
+    level: Int[Tensor, " b"]
+    s: Float[Tensor, " b"]
+    z: Int[Tensor, "b l"]
+    weight: Float[Tensor, " b"]
+
+
+@dataclass(frozen=True)
+class TrainingLoss:
+    """One training step's loss and what to log about it.
+
+    ``loss`` (nats per token, ``λ_h``-weighted) is what to backpropagate; ``nelbo`` and
+    ``per_sequence`` are the unweighted, detached estimates that get reported (for ``cutoff``,
+    of the truncated objective).
+    """
+
+    loss: Float[Tensor, ""]
+    nelbo: Float[Tensor, ""]
+    per_sequence: Float[Tensor, " b"]
+    t: Float[Tensor, " b"]
+    level: Int[Tensor, " b"]
+
+
+def check_estimator(estimator: str, cutoff: float, pass_time: bool) -> None:
+    """One clear sentence for an estimator that does not exist or cannot serve this process."""
+    if estimator not in ESTIMATORS:
+        raise DiffusionInputError(
+            f"unknown NELBO estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}"
+        )
+    if estimator == "cutoff" and not 0 < cutoff < 1:
+        raise DiffusionInputError(f"the cutoff ε must lie in (0, 1), got {cutoff}")
+    if estimator == "count" and pass_time:
+        raise DiffusionInputError(
+            "the count estimator integrates the in-level time out, so it needs a denoiser that "
+            "does not see s; with time conditioning use 'continuous' or 'cutoff'"
+        )
+
+
+def noised_batch(
+    process: TreeProcess,
+    x: Int[Tensor, "b l"],
+    *,
+    estimator: str = "count",
+    cutoff: float = 1e-3,
+    generator: torch.Generator | None = None,
+) -> NoisedBatch:
+    """Draw low-discrepancy times, the state ``z`` and the weights of ``estimator``."""
+    check_tokens(x, process.vocab_size)
+    check_estimator(estimator, cutoff, process.pass_time)
+    batch, length = x.shape
+    t = low_discrepancy_times(batch, generator=generator, device=x.device)
+    level, s = process.schedule.level_of(t)
+    # 1 / Δ_h, the density of level h under t ~ U[0, 1], is in every estimator's weight.
+    delta = process.schedule.delta(level, t.dtype)
+    if estimator == "count":
+        count = masked_count(s, length)
+        z = process._mask_count(x, level, count, generator)
+        weight = (length / count).to(t.dtype) / delta
+    elif estimator == "cutoff":
+        s = cutoff + (1 - cutoff) * s  # uniform on [ε, 1]: density 1 / (1 - ε)
+        z = process._noise(x, level, s, generator)
+        weight = (1 - cutoff) * process.schedule.in_level_weight(s) / delta
+    else:
+        z = process._noise(x, level, s, generator)
+        weight = process.schedule.elbo_weight(t)
+    return NoisedBatch(t=t, level=level, s=s, z=z, weight=weight)
+
+
+def training_loss(
+    process: TreeProcess,
+    denoiser: Denoiser | TimeConditionedDenoiser,
+    x: Int[Tensor, "b l"],
+    *,
+    estimator: str = "count",
+    cutoff: float = 1e-3,
+    level_weights: Sequence[float] | Float[Tensor, " h"] | None = None,
+    generator: torch.Generator | None = None,
+) -> TrainingLoss:
+    """:func:`noised_batch`, the denoiser on ``z``, and the weighted masked cross-entropy.
+
+    ``estimator`` picks how each level's integral is sampled (module docstring); ``cutoff`` is
+    the ε of ``cutoff``. ``level_weights`` are optional per-level training weights ``λ_h``
+    (ablations); they scale only ``loss``, never the reported ``nelbo``. Losses are per token:
+    sums over the batch's positions divided by ``b · l``.
+    """
+    draw = noised_batch(process, x, estimator=estimator, cutoff=cutoff, generator=generator)
+    logits = process.child_logits(denoiser, draw.z, draw.level, draw.s)
+    total = _masked_nll_sum(process, logits, x, draw.z, draw.level)
+    per_sequence = draw.weight.to(total.dtype) * total
+    if level_weights is None:
+        weighted = per_sequence
+    else:
+        weights = torch.as_tensor(level_weights, dtype=per_sequence.dtype, device=x.device)
+        check_level_weights(weights, process.depth)
+        weighted = weights[draw.level] * per_sequence
+    tokens = x.numel()
+    return TrainingLoss(
+        loss=weighted.sum() / tokens,
+        nelbo=per_sequence.detach().sum() / tokens,
+        per_sequence=per_sequence.detach(),
+        t=draw.t,
+        level=draw.level,
+    )
