@@ -109,7 +109,9 @@ def test_prepare_data_caches_and_reuses(tmp_path, corpus_dir):
     assert (stream == eos).sum() == len(train_docs)  # each document followed by one EOS
     decoded = first.tokenizer.decode(stream[: np.flatnonzero(stream == eos)[0]].tolist())
     assert decoded == train_docs[0][1]  # byte-level BPE round-trips the text exactly
-    assert first.val_bytes == sum(len(t.encode()) for _, t in val_docs)
+    # Each split's tokens stand for exactly its text's bytes (what bits per byte divide by).
+    for stream, docs in ((first.train_tokens, train_docs), (first.val_tokens, val_docs)):
+        assert first.token_bytes[np.asarray(stream)].sum() == sum(len(t.encode()) for _, t in docs)
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file()}
     second = prepare_data(corpus, tok, tmp_path / "cache")
     assert second.tokenizer.fingerprint == first.tokenizer.fingerprint

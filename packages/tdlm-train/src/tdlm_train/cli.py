@@ -164,20 +164,21 @@ def eval_main(argv: Sequence[str]) -> int:
             batches=batches,
             batch_size=config.batch_size,
             samples_per_level=int(values.get("samples_per_level", 4)),
-            bytes_per_token=data.val_bytes_per_token,
+            token_bytes=data.token_bytes,
             device=device,
             seed=config.seed,
         )
+        weights = "raw weights" if "raw_weights" in on else "EMA weights"
         print(
-            f"checkpoint {loaded.checkpoint} (step {loaded.step}), {config.data.source} "
-            f"{split}: {result.tokens:,} tokens"
+            f"checkpoint {loaded.checkpoint} (step {loaded.step}, {weights}), "
+            f"{config.data.source} {split}: {result.tokens:,} tokens, {result.text_bytes:,} bytes"
         )
         print(f"  NELBO  {result.nelbo:.4f} nats/token")
         for h, value in enumerate(result.level_nelbo):
             print(f"    L_{h}  {value:.4f}")
         print(f"  PPL    {result.perplexity:.3f} (upper bound)")
         print(f"  BPB    {result.bits_per_byte:.4f}")
-        figures = dataclasses.asdict(result)
+        figures = dataclasses.asdict(result) | {"weights": weights}
         if "gen_ppl_model" in values:
             from tdlm_diffusion import SamplerConfig
 

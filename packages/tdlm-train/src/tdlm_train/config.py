@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tdlm_diffusion import ESTIMATORS
+
 from .corpus import CorpusConfig
 from .data import TreeConfig
 from .errors import UserError
@@ -39,6 +41,8 @@ class DiffusionConfig:
     alpha: str = "linear"  # in-level schedule alpha(s): linear | cosine | polynomial
     allocation: str = "uniform"  # level time allocation: uniform | linear | exponential | entropy
     gamma: float = 0.5  # exponential allocation's rate
+    estimator: str = "count"  # training NELBO estimator: count | cutoff | continuous
+    cutoff: float = 1e-3  # the cutoff estimator's epsilon: in-level times s drawn in [eps, 1]
     level_weights: tuple[float, ...] = ()  # training-only per-level loss weights (empty: all 1)
     eval_samples_per_level: int = 1  # noise draws per level in validation NELBO estimates
     sample_steps: int = 64  # sampler steps (over all levels) for the samples shown
@@ -56,6 +60,12 @@ class DiffusionConfig:
                 f"unknown level time allocation --diffusion.allocation "
                 f"{self.allocation!r} (uniform, linear, exponential, entropy)"
             )
+        if self.estimator not in ESTIMATORS:
+            raise UserError(
+                f"unknown --diffusion.estimator {self.estimator!r} ({', '.join(ESTIMATORS)})"
+            )
+        if not 0 < self.cutoff < 1:
+            raise UserError(f"--diffusion.cutoff must lie in (0, 1), got {self.cutoff}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +118,11 @@ class RunConfig:
         if min(self.log_every, self.eval_every, self.checkpoint_every, self.keep_last) < 1:
             raise UserError(
                 "--log_every, --eval_every, --checkpoint_every, --keep_last must be >= 1"
+            )
+        if self.diffusion.estimator == "count" and self.model.time_conditioning:
+            raise UserError(
+                "--diffusion.estimator count needs a network that does not see s; with "
+                "--model.time_conditioning use --diffusion.estimator continuous or cutoff"
             )
 
     def compatible_with(self, other: "RunConfig") -> list[str]:

@@ -39,6 +39,9 @@ __all__ = ["TreeConfig", "PreparedData", "prepare_data", "prepare_tree"]
 
 logger = logging.getLogger(__name__)
 _CACHE_VERSION = 1
+# Part of the tree cache key: bump it whenever a construction changes what it builds (2: the
+# k-means constructions became exact on every BLAS and thread count).
+_TREE_CACHE_VERSION = 2
 _TREE_METHODS = ("cooccurrence", "frequency", "random", "flat")
 
 
@@ -66,12 +69,8 @@ class PreparedData:
     tokenizer: TextTokenizer
     train_tokens: np.ndarray  # [T_train] memory-mapped wrapped stream
     val_tokens: np.ndarray  # [T_val]
-    val_bytes: int  # UTF-8 bytes of the validation documents
+    token_bytes: np.ndarray  # [N] UTF-8 bytes per token id (0 for BOS/EOS): bits per byte
     cache_dir: Path
-
-    @property
-    def val_bytes_per_token(self) -> float:
-        return self.val_bytes / max(1, len(self.val_tokens))
 
 
 def _key(*parts: object) -> str:
@@ -154,7 +153,26 @@ def prepare_data(
         cached = _load_token_cache(entry)
         assert cached is not None
     train_tokens, val_tokens, manifest = cached
-    return PreparedData(tokenizer, train_tokens, val_tokens, int(manifest["val_bytes"]), cache_dir)
+    token_bytes = tokenizer.token_bytes()
+    _check_token_bytes(token_bytes, val_tokens, int(manifest["val_bytes"]))
+    return PreparedData(tokenizer, train_tokens, val_tokens, token_bytes, cache_dir)
+
+
+def _check_token_bytes(token_bytes: np.ndarray, stream: np.ndarray, text_bytes: int) -> None:
+    """Warn when per-token byte counts do not add up to the validation text's UTF-8 bytes.
+
+    They do exactly for byte-level tokenizers; a normalising or SentencePiece-style tokenizer
+    makes bits per byte approximate by the difference, which the warning states.
+    """
+    counted = int(token_bytes[np.asarray(stream)].sum())
+    if counted != text_bytes:
+        logger.warning(
+            "bits per byte: the tokens of the validation split stand for %d bytes, its text has "
+            "%d (%+.2f%%; the tokenizer is not byte-level or normalises text)",
+            counted,
+            text_bytes,
+            100 * (counted - text_bytes) / max(1, text_bytes),
+        )
 
 
 def prepare_tree(config: TreeConfig, data: PreparedData, *, flat: bool = False) -> VocabTree:
@@ -168,7 +186,7 @@ def prepare_tree(config: TreeConfig, data: PreparedData, *, flat: bool = False) 
         except TreeError as error:
             raise UserError(f"tree.path: {error}") from None
     shape = {"leaf_cluster_size": config.leaf_cluster_size or None}
-    key = _key(_CACHE_VERSION, fingerprint, asdict(config), len(data.train_tokens))
+    key = _key(_TREE_CACHE_VERSION, fingerprint, asdict(config), len(data.train_tokens))
     path = data.cache_dir / "trees" / f"{key}.npz"
     if path.is_file():
         try:

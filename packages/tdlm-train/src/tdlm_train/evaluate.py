@@ -1,18 +1,28 @@
 """Validation NELBO (total and per level), perplexity, bits per byte, and decoded samples.
 
 METHOD.md §4 "Reporting": NELBO in nats per token, perplexity ``exp(NELBO)``, bits per byte
-(comparable across tokenizers) and each level's ``L_h``. Bytes per token come from the
-validation split itself (its UTF-8 bytes over its tokens), so bits per byte here are
-``NELBO_total / (ln 2 · tokens · bytes_per_token)``.
+(comparable across tokenizers) and each level's ``L_h``.
+
+Bits per byte are the scored blocks' total NELBO in bits over the UTF-8 bytes of the text those
+same blocks hold, counted token by token (``TextTokenizer.token_bytes``). The NELBO bounds the
+whole block, framing BOS/EOS and document-separating EOS included (a bound on the text alone
+would not exist without them); those tokens stand for no text, so they count 0 bytes. Each
+split is scored against its own bytes.
 """
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from tdlm_diffusion import SamplerConfig, TreeProcess, ancestral_sample, evaluate_nelbo
+from tdlm_diffusion import (
+    SamplerConfig,
+    TreeProcess,
+    ancestral_sample,
+    bits_per_byte,
+    evaluate_nelbo,
+    perplexity,
+)
 
 from .packing import PackedBlocks
 from .tokenizer import TextTokenizer
@@ -26,7 +36,8 @@ class Validation:
     level_nelbo: list[float]  # L_h, nats per token, h = 0 (leaves) first
     perplexity: float
     bits_per_byte: float
-    tokens: int
+    tokens: int  # scored positions, framing tokens included
+    text_bytes: int  # UTF-8 bytes of the text in the scored blocks
 
 
 @torch.no_grad()
@@ -38,7 +49,7 @@ def validate(
     batches: int,
     batch_size: int,
     samples_per_level: int,
-    bytes_per_token: float,
+    token_bytes: np.ndarray,
     device: torch.device,
     seed: int = 0,
 ) -> Validation:
@@ -51,9 +62,12 @@ def validate(
     generator = torch.Generator(device).manual_seed(seed)
     count = min(len(blocks), batches * batch_size)
     level_sums = torch.zeros(process.depth, dtype=torch.float64)
+    text_bytes = 0
     for start in range(0, count, batch_size):
         indices = np.arange(start, min(start + batch_size, count))
-        x = torch.from_numpy(blocks.batch(indices)).to(device)
+        tokens = blocks.batch(indices)
+        text_bytes += int(token_bytes[tokens].sum())
+        x = torch.from_numpy(tokens).to(device)
         estimate = evaluate_nelbo(
             process, model, x, samples_per_level=samples_per_level, generator=generator
         )
@@ -64,9 +78,10 @@ def validate(
     return Validation(
         nelbo=total / tokens,
         level_nelbo=(level_sums / tokens).tolist(),
-        perplexity=math.exp(total / tokens),
-        bits_per_byte=total / (math.log(2) * tokens * bytes_per_token),
+        perplexity=perplexity(total, tokens),
+        bits_per_byte=bits_per_byte(total, text_bytes),
         tokens=tokens,
+        text_bytes=text_bytes,
     )
 
 

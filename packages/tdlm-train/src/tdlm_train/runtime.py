@@ -9,6 +9,7 @@ continues bit-identically.
 import math
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -70,22 +71,46 @@ def setup_distributed(device_name: str) -> tuple[Dist, torch.device]:
 
 
 class Ema:
-    """Exponential moving average of a model's parameters (MDLM uses 0.9999)."""
+    """Exponential moving average of a model's parameters, with MDLM's warm-up.
+
+    Update ``n`` (counting from 1) uses the decay ``min(decay, (1 + n) / (10 + n))`` (MDLM's
+    ``ExponentialMovingAverage``): early averages forget the random initialisation quickly
+    (after ``n`` warm-up updates its share is ``10! (n + 1)! / (n + 10)!``, below 1e-6 at
+    n = 45), and the configured decay takes over once the warm-up decay exceeds it (n ≈ 9,989
+    for 0.999). ``decay = 0`` keeps the raw weights. Its state (averages and update count) is
+    saved with every checkpoint, so a resumed run continues the same average.
+    """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0 <= decay < 1:
+            raise ValueError(f"the EMA decay must be in [0, 1), got {decay}")
         self.decay = decay
+        self.updates = 0
         self.shadow = {k: p.detach().clone() for k, p in model.named_parameters()}
+
+    def current_decay(self) -> float:
+        """The decay the next update uses (the warm-up's while it is below ``decay``)."""
+        n = self.updates + 1
+        return min(self.decay, (1 + n) / (10 + n))
+
+    @property
+    def description(self) -> str:
+        """Which weights validation scores, in words (for summaries and logs)."""
+        if self.decay == 0:
+            return "raw weights (EMA off)"
+        return f"EMA weights (decay {self.decay}, warm-up; {self.updates:,} updates)"
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        if self.decay == 0:
-            for k, p in model.named_parameters():
-                self.shadow[k].copy_(p)
-            return
+        decay = self.current_decay()
+        self.updates += 1
         names = list(self.shadow)
         params = dict(model.named_parameters())
+        if decay == 0:
+            torch._foreach_copy_([self.shadow[k] for k in names], [params[k] for k in names])
+            return
         torch._foreach_lerp_(
-            [self.shadow[k] for k in names], [params[k].detach() for k in names], 1 - self.decay
+            [self.shadow[k] for k in names], [params[k].detach() for k in names], 1 - decay
         )
 
     @torch.no_grad()
@@ -95,6 +120,26 @@ class Ema:
             tmp = p.detach().clone()
             p.copy_(self.shadow[k])
             self.shadow[k].copy_(tmp)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"shadow": self.shadow, "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        shadow = state["shadow"]
+        if set(shadow) != set(self.shadow):
+            missing, extra = set(self.shadow) - set(shadow), set(shadow) - set(self.shadow)
+            raise UserError(
+                f"the saved EMA does not fit this model (missing {sorted(missing)[:3]}, "
+                f"unexpected {sorted(extra)[:3]})"
+            )
+        for k, v in shadow.items():
+            if v.shape != self.shadow[k].shape:
+                raise UserError(
+                    f"the saved EMA's {k} has shape {tuple(v.shape)}, the model's "
+                    f"{tuple(self.shadow[k].shape)}"
+                )
+            self.shadow[k].copy_(v)
+        self.updates = int(state["updates"])
 
 
 def learning_rate(

@@ -1,9 +1,10 @@
 """Tokenizers: a byte-level BPE trained on the training split, or any Hugging Face tokenizer.
 
 Built on ``tokenizers`` (imported lazily). Every tokenizer here exposes the vocabulary size, the
-BOS and EOS ids used to frame packed blocks (MDLM's "wrap" packing), and a fingerprint (a hash
-of its serialised form) that trees, token caches and checkpoints record, so that nothing built
-for one tokenizer is silently used with another.
+BOS and EOS ids used to frame packed blocks (MDLM's "wrap" packing), the UTF-8 bytes each token
+stands for (bits per byte are counted from them), and a fingerprint (a hash of its serialised
+form) that trees, token caches and checkpoints record, so that nothing built for one tokenizer is
+silently used with another.
 """
 
 import hashlib
@@ -13,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .errors import UserError
 
@@ -61,6 +64,30 @@ class TextTokenizer:
         raise UserError(
             f"the tokenizer has no {BOS}/{EOS} or end-of-text token to frame documents with"
         )
+
+    def token_bytes(self) -> np.ndarray:
+        """``[N]`` int64: the UTF-8 bytes of text each token id stands for (special tokens: 0).
+
+        Exact for byte-level tokenizers (our BPE, GPT-2, Llama 3): each character of a
+        byte-level token is one byte, so a token stream's sum is the UTF-8 length of the text
+        it encodes. For other tokenizers each token is decoded alone, which can differ from its
+        share of a decoded text by a byte (e.g. SentencePiece's word-initial space);
+        :func:`tdlm_train.data.prepare_data` reports the difference on the validation split.
+        """
+        from tokenizers import decoders
+
+        lengths = np.zeros(self.vocab_size, dtype=np.int64)
+        added = self.backend.get_added_tokens_decoder()
+        byte_level = isinstance(self.backend.decoder, decoders.ByteLevel)
+        for token, token_id in self.backend.get_vocab(with_added_tokens=True).items():
+            if token_id in added:
+                special = added[token_id].special
+                lengths[token_id] = 0 if special else len(added[token_id].content.encode())
+            elif byte_level:
+                lengths[token_id] = len(token)
+            else:
+                lengths[token_id] = len(self.backend.decode([token_id]).encode())
+        return lengths
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]

@@ -131,7 +131,9 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
             model.load_state_dict(ckpt.model)
         except RuntimeError as error:
             raise UserError(f"checkpoint {latest} does not fit this model ({error})") from None
-        ema.shadow = {k: v.to(device) for k, v in ckpt.ema.items()}
+        if "ema_updates" not in ckpt.state:
+            raise UserError(f"checkpoint {latest} predates the EMA warm-up; it cannot be resumed")
+        ema.load_state_dict({"shadow": ckpt.ema, "updates": ckpt.state["ema_updates"]})
         optimizer.load_state_dict(ckpt.optimizer)
         set_rng_state(ckpt.rng, device)
         order.load_state_dict(ckpt.state["data_order"])
@@ -165,7 +167,7 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
                 batches=config.eval_batches,
                 batch_size=config.batch_size,
                 samples_per_level=config.diffusion.eval_samples_per_level,
-                bytes_per_token=data.val_bytes_per_token,
+                token_bytes=data.token_bytes,
                 device=device,
                 seed=config.seed,
             )
@@ -193,7 +195,13 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
         """EMA validation + samples: logged, printed, and tracked for the best checkpoint."""
         nonlocal last_validation, samples, best, best_step
         last_validation, samples = evaluate_now(), samples_now()
-        record = {"kind": "val", "step": step, "tokens": tokens_seen, "seconds": elapsed}
+        record = {
+            "kind": "val",
+            "step": step,
+            "tokens": tokens_seen,
+            "seconds": elapsed,
+            "weights": ema.description,
+        }
         figures = dataclasses.asdict(last_validation)
         figures["val_tokens"] = figures.pop("tokens")  # "tokens" means training tokens seen
         log.write(record | figures | {"sample": samples[0][:400]})
@@ -212,6 +220,7 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
             "tokens": tokens_seen,
             "best_nelbo": best,
             "best_step": best_step,
+            "ema_updates": ema.updates,
             # Ranks advance in lockstep, so one position (epoch, step) serves them all.
             "data_order": order.state_dict(),
             "tokenizer_fingerprint": data.tokenizer.fingerprint,
@@ -247,7 +256,14 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
             nelbo_sum = 0.0
             for _ in range(config.optim.grad_accum):
                 x = torch.from_numpy(train_blocks.batch(order.next_indices())).to(device)
-                result = training_loss(process, wrapped, x, level_weights=level_weights)
+                result = training_loss(
+                    process,
+                    wrapped,
+                    x,
+                    estimator=config.diffusion.estimator,
+                    cutoff=config.diffusion.cutoff,
+                    level_weights=level_weights,
+                )
                 (result.loss / config.optim.grad_accum).backward()
                 nelbo_sum += float(result.nelbo)
             nelbo = nelbo_sum / config.optim.grad_accum
@@ -302,7 +318,9 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
     rate = (tokens_seen - start_tokens) / max(seconds, 1e-9)
     result = TrainResult(run_dir, step, tokens_seen, seconds, rate, last_validation, samples)
     if ddp.is_main:
-        result.summary = _summary(config, result, breakdown, tree, peak_memory_bytes(device))
+        result.summary = _summary(
+            config, result, breakdown, tree, peak_memory_bytes(device), ema.description
+        )
         (run_dir / "summary.txt").write_text(
             result.summary + "\n\nsample:\n" + "\n---\n".join(samples) + "\n"
         )
@@ -347,7 +365,7 @@ def _bar_advance(config: RunConfig, bar, step: int, elapsed: float) -> float:
     return float(max(0.0, min(elapsed, bar.total) - bar.n))
 
 
-def _summary(config, result: TrainResult, breakdown, tree, peak: int) -> str:
+def _summary(config, result: TrainResult, breakdown, tree, peak: int, weights: str) -> str:
     v = result.validation
     rows = [
         (
@@ -365,7 +383,7 @@ def _summary(config, result: TrainResult, breakdown, tree, peak: int) -> str:
         ("peak memory", f"{peak / 2**20:,.0f} MiB"),
     ]
     if v is not None:
-        rows += [("val NELBO", f"{v.nelbo:.4f} nats/token")]
+        rows += [("validated on", weights), ("val NELBO", f"{v.nelbo:.4f} nats/token")]
         rows += [(f"  level {h}", f"{x:.4f}") for h, x in enumerate(v.level_nelbo)]
         rows += [("val PPL (bound)", f"{v.perplexity:.3f}"), ("val BPB", f"{v.bits_per_byte:.4f}")]
     rows.append(("run folder", str(result.run_dir)))

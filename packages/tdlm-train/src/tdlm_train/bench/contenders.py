@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from tdlm_diffusion import TreeProcess, low_discrepancy_times, training_loss
+from tdlm_diffusion import TreeProcess, noised_batch, training_loss
 from tdlm_nn import DiTConfig, TreeDiT, TreeShape, param_breakdown
 from tdlm_nn import preset as model_preset
 from tdlm_tree import VocabTree, flat_tree, random_tree
@@ -91,14 +91,11 @@ class Contender:
         """The training loss (nats per token) on a batch, as the contender computes it."""
         if self.name != "mdlm-chunked":
             return training_loss(self.process, self.model, x).loss
-        # The same sample as training_loss: low-discrepancy t, then z ~ q_t(. | x).
-        batch, length = x.shape
-        t = low_discrepancy_times(batch, device=x.device)
-        level, _ = self.process.schedule.level_of(t)
-        z = self.process.forward_sample(x, t)
-        weights = self.process.is_masked(z, level) * self.process.schedule.elbo_weight(t)[:, None]
-        targets = self.process.target_slots(x, level)
-        return self.model.chunked_loss(z, level, targets, weights.float()) / (batch * length)
+        # The same draw as training_loss (its default estimator), scored by the chunked CE.
+        draw = noised_batch(self.process, x)
+        weights = self.process.is_masked(draw.z, draw.level) * draw.weight[:, None]
+        targets = self.process.target_slots(x, draw.level)
+        return self.model.chunked_loss(draw.z, draw.level, targets, weights.float()) / x.numel()
 
     def train_step(self, x: Int[Tensor, "b l"]) -> float:
         """Forward, backward and the AdamW step; returns the loss."""
