@@ -1,5 +1,7 @@
 """Fixtures for the end-to-end tests: a small local corpus and a shared cache folder."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,15 +11,18 @@ WORDS = (
 ).split()
 
 
-@pytest.fixture(scope="session")
-def corpus(tmp_path_factory):
+def write_corpus(folder: Path) -> Path:
     """60 short text files of word salad with some structure (sentences of repeated phrases)."""
-    folder = tmp_path_factory.mktemp("corpus")
     rng = np.random.default_rng(0)
     for i in range(60):
         sentences = [" ".join(rng.choice(WORDS, size=int(rng.integers(4, 12)))) for _ in range(30)]
         (folder / f"doc{i:02d}.txt").write_text(". ".join(sentences) + ".\n")
     return folder
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture(scope="session")
