@@ -5,8 +5,9 @@ Run: ``uv run benchmarks/diffusion_overhead.py [--out results.json] [--device cp
 For B = 64 sequences of L = 1024 tokens over a 50,257-token random tree with K = 64
 (50257 -> 786 -> 13 -> 1, so k = 64), with the network's output replaced by precomputed logits:
 
-* **loss**: ``forward_sample`` + ``diffusion_loss`` given ``[B, L, k]`` logits (and, separately,
-  with the backward pass to the logits that a training step adds), median of repeats;
+* **loss**: noising + the training loss given ``[B, L, k]`` logits (and, separately, with the
+  backward pass to the logits that a training step adds), median of repeats, for every training
+  estimator (``count``, the default, first);
 * **sampler**: ``ancestral_sample`` with a denoiser that returns precomputed logits, so the time
   is the sampler's own work (noise draws, child sampling, bookkeeping, caching checks): per run
   and per step.
@@ -26,11 +27,11 @@ from collections.abc import Callable
 import torch
 
 from tdlm_diffusion import (
+    ESTIMATORS,
     SamplerConfig,
     TreeProcess,
     ancestral_sample,
-    diffusion_loss,
-    low_discrepancy_times,
+    training_loss,
 )
 from tdlm_tree import random_tree
 
@@ -60,28 +61,31 @@ def build_process(vocab: int = 50257, branching: int = 64, device: str = "cpu") 
 def measure_loss(
     process: TreeProcess, batch: int = 64, length: int = 1024, repeats: int = 7
 ) -> dict[str, float]:
-    """Median seconds of noising + loss given logits, without and with the backward pass."""
+    """Median seconds of noising + loss given logits, without and with the backward pass, for
+    the default estimator (``count``) and, as ``<estimator>_...``, for every other one."""
     device = process.offsets.device
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randint(0, process.vocab_size, (batch, length), generator=g, device=device)
     logits = torch.randn(batch, length, process.width, generator=g, device=device)
     trainable = logits.clone().requires_grad_(True)
+    out = {}
+    for estimator in ESTIMATORS:
 
-    def forward(target: torch.Tensor) -> torch.Tensor:
-        t = low_discrepancy_times(batch, generator=g, device=device)
-        z = process.forward_sample(x, t, g)
-        return diffusion_loss(process, target, x, z, t).sum() / x.numel()
+        def forward(target: torch.Tensor, estimator: str = estimator) -> torch.Tensor:
+            return training_loss(
+                process, lambda z, h: target, x, estimator=estimator, generator=g
+            ).loss
 
-    def forward_backward() -> None:
-        trainable.grad = None
-        forward(trainable).backward()
+        def forward_backward(estimator: str = estimator) -> None:
+            trainable.grad = None
+            forward(trainable, estimator).backward()
 
-    with torch.no_grad():
-        seconds = _median_seconds(lambda: forward(logits), device, repeats)
-    return {
-        "forward_sample_and_loss_s": seconds,
-        "with_backward_s": _median_seconds(forward_backward, device, repeats),
-    }
+        with torch.no_grad():
+            seconds = _median_seconds(lambda: forward(logits), device, repeats)
+        prefix = "" if estimator == ESTIMATORS[0] else f"{estimator}_"
+        out[f"{prefix}forward_sample_and_loss_s"] = seconds
+        out[f"{prefix}with_backward_s"] = _median_seconds(forward_backward, device, repeats)
+    return out
 
 
 def measure_sampler(
@@ -152,8 +156,13 @@ def main() -> None:
     print(f"{results['tree']}, B = {args.batch}, L = {args.length}, {results['device']}\n")
     print("| measurement | seconds |")
     print("|---|---|")
-    print(f"| forward_sample + loss (given logits) | {loss['forward_sample_and_loss_s']:.4f} |")
-    print(f"| ... with backward to the logits | {loss['with_backward_s']:.4f} |")
+    for estimator in ESTIMATORS:
+        prefix = "" if estimator == ESTIMATORS[0] else f"{estimator}_"
+        print(
+            f"| noising + loss, {estimator} (given logits) | "
+            f"{loss[f'{prefix}forward_sample_and_loss_s']:.4f} |"
+        )
+        print(f"| ... with backward to the logits | {loss[f'{prefix}with_backward_s']:.4f} |")
     for row in sampler:
         print(
             f"| sampler overhead, {row['steps']} steps ({row['network_calls']} network calls):"

@@ -113,29 +113,42 @@ def test_quality_bench(tmp_path, corpus, cache):
         "device": "cpu",
     }
     options = QualityOptions(
-        minutes=0.1,  # 6 s of MDLM training; TDLM then to the same time
+        minutes=0.05,  # 3 s of MDLM training per seed; TDLM then to the same time
         data=str(corpus / "*.txt"),
         allocations=("linear",),
+        seeds=(0, 1),
         eval_every=2,
         samples=2,
         overrides=overrides,
         out_dir=tmp_path / "q",
     )
     figures = run_quality(options, log=lambda _: None)
-    labels = [run["label"] for run in figures["runs"]]
-    assert labels == ["mdlm", "tdlm", "tdlm alloc=linear"]
-    steps = figures["budget"]["steps"]
+    labels = [(run["seed"], run["label"]) for run in figures["runs"]]
+    assert labels == [(s, m) for s in (0, 1) for m in ("mdlm", "tdlm", "tdlm alloc=linear")]
     for run in figures["runs"]:
-        assert run["steps"] == steps and run["tokens"] == figures["budget"]["tokens"]
+        budget = run["budget"]
+        assert run["steps"] == budget["steps"] and run["tokens"] == budget["tokens"]
         v = run["validation"]
         assert sum(v["level_nelbo"]) == pytest.approx(v["nelbo"])
-        assert run["curve"] and run["curve"][-1]["step"] >= steps
+        assert run["curve"] and run["curve"][-1]["step"] >= budget["steps"]
         assert all(0 <= e <= math.log(32) for e in run["unigram_entropy"]["per_sample"])
     assert len(figures["runs"][0]["validation"]["level_nelbo"]) == 1
     assert len(figures["runs"][1]["validation"]["level_nelbo"]) > 1
     assert "equal_time" in figures["runs"][1]
+    # The verdict: ratios to the same seed's MDLM, their mean and sd over the two seeds.
+    verdict = figures["verdict"]
+    assert verdict["mdlm"]["ratio_equal_tokens"]["values"] == [1.0, 1.0]
+    ratios = [
+        run["validation"]["nelbo"] / mdlm["validation"]["nelbo"]
+        for run, mdlm in ((figures["runs"][i + 1], figures["runs"][i]) for i in (0, 3))
+    ]
+    tdlm = verdict["tdlm"]["ratio_equal_tokens"]
+    assert tdlm["values"] == pytest.approx(ratios)
+    assert tdlm["mean"] == pytest.approx(sum(ratios) / 2)
+    assert tdlm["sd"] == pytest.approx(abs(ratios[0] - ratios[1]) / math.sqrt(2))
     assert (tmp_path / "q" / "quality.png").stat().st_size > 0
-    assert "val NELBO" in (tmp_path / "q" / "quality.md").read_text()
+    markdown = (tmp_path / "q" / "quality.md").read_text()
+    assert "val NELBO" in markdown and "±" in markdown and "Per seed" in markdown
 
 
 def test_unigram_entropy():

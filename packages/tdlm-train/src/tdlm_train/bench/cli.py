@@ -45,6 +45,7 @@ FLAGS = {
         "branchings": "ablation: comma-separated branching K (e.g. 4,16)",
         "leaf_cluster_sizes": "ablation: comma-separated children per level-1 node",
         "allocations": "ablation: comma-separated level time allocations (linear,exponential)",
+        "seeds": "comma-separated seeds; every run is repeated per seed [0,1,2]",
         "eval_every": "steps between validations (learning-curve points) [100]",
         "samples": "generated sequences per model for the unigram entropy [8]",
         "gen_ppl_model": "score samples with this transformers causal LM (e.g. gpt2-large)",
@@ -52,13 +53,14 @@ FLAGS = {
     },
 }
 
-_LISTS = {"scales", "batches", "trees", "branchings", "leaf_cluster_sizes", "allocations"}
+_LISTS = {"scales", "batches", "trees", "branchings", "leaf_cluster_sizes", "allocations", "seeds"}
+_INT_LISTS = {"batches", "branchings", "leaf_cluster_sizes", "seeds"}
 
 
 def _convert(name: str, text: str, kind: type):
     try:
         if name in _LISTS:
-            item = int if name in ("batches", "branchings", "leaf_cluster_sizes") else str
+            item = int if name in _INT_LISTS else str
             return tuple(item(part) for part in text.split(",") if part)
         return Path(text) if name == "out" else kind(text)
     except ValueError:

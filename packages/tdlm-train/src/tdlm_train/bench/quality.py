@@ -5,6 +5,9 @@ same seed, data order, optimizer and batch; only the model kind, the tree and th
 allocation differ. The protocol gives both comparisons of the issue exactly, without
 interpolation:
 
+Everything below is repeated for every seed of ``--seeds`` (default 0, 1, 2: a quality claim is
+a claim over seeds), and each ratio is taken against the same seed's MDLM:
+
 1. MDLM trains for ``--minutes`` of wall-clock time: S steps, T seconds.
 2. TDLM trains for S steps (equal tokens; its final validation is the equal-token figure), then,
    if it got there in less than T seconds, resumes from its checkpoint until its training time
@@ -13,11 +16,13 @@ interpolation:
 3. Each ablation (``--trees``, ``--branchings``, ``--leaf-cluster-sizes``, ``--allocations``)
    is one more TDLM run of S steps, changing that one setting of the base TDLM.
 
-Reported per run: validation NELBO, perplexity (bound), bits per byte, per-level NELBO, the
-learning curves (``metrics.jsonl``) against tokens and wall-clock time, and the unigram entropy
-of each generated sample (nats; ``-Σ p log p`` over the sample's token frequencies: low values
-flag repetitive text), optionally generative perplexity (:mod:`tdlm_train.genppl`). Samples come
-from each run's final EMA weights (the base TDLM's: after the equal wall-clock phase).
+Reported per label: mean ± sd over seeds of the validation NELBO and of its ratio to MDLM at
+equal tokens (and, for the base TDLM, at equal wall-clock). Reported per run: validation NELBO,
+perplexity (bound), bits per byte, per-level NELBO, the learning curves (``metrics.jsonl``)
+against tokens and wall-clock time, and the unigram entropy of each generated sample (nats;
+``-Σ p log p`` over the sample's token frequencies: low values flag repetitive text), optionally
+generative perplexity (:mod:`tdlm_train.genppl`). Samples come from each run's final EMA weights
+(the base TDLM's: after the equal wall-clock phase).
 """
 
 import dataclasses
@@ -52,6 +57,7 @@ class QualityOptions:
     branchings: tuple[int, ...] = ()  # ablation: branching K besides 64
     leaf_cluster_sizes: tuple[int, ...] = ()  # ablation: children per level-1 node
     allocations: tuple[str, ...] = ()  # ablation: level time allocations besides uniform
+    seeds: tuple[int, ...] = (0, 1, 2)  # every run is repeated with each seed
     eval_every: int = 100  # steps between validations (the learning curves' points)
     samples: int = 8  # generated sequences per model for the unigram entropy
     gen_ppl_model: str = ""  # a transformers causal LM to score the samples with
@@ -155,20 +161,15 @@ def _figures(label: str, validation: Validation | None, run, extra: dict) -> dic
     }
 
 
-def run_quality(options: QualityOptions, log=print) -> dict:
-    """Train the runs of the module doc; write quality.json/.md/.png; return the figures."""
-    if options.minutes <= 0 or options.samples < 1:
-        raise UserError("--minutes must be > 0 and --samples >= 1")
-    runs_dir = options.out_dir / "runs"
-    if runs_dir.exists():
-        raise UserError(f"{runs_dir} exists; choose another --out")
+def _seed_runs(options: QualityOptions, seed: int, runs_dir: Path, device, log) -> list[dict]:
+    """MDLM, TDLM (equal tokens, then equal time) and every ablation, all with ``seed``."""
+    seeded = {"seed": str(seed)}
     mdlm_config = _config(
         options,
         runs_dir / "mdlm",
-        {"model.kind": "mdlm", "minutes": str(options.minutes), "max_steps": "0"},
+        {**seeded, "model.kind": "mdlm", "minutes": str(options.minutes), "max_steps": "0"},
     )
-    device = pick_device(mdlm_config.device)
-    log(f"MDLM: {options.minutes} minutes of training")
+    log(f"seed {seed} MDLM: {options.minutes} minutes of training")
     mdlm = train(mdlm_config)
     steps, budget = mdlm.steps, mdlm.seconds
     runs = [
@@ -176,48 +177,45 @@ def run_quality(options: QualityOptions, log=print) -> dict:
             "mdlm",
             mdlm.validation,
             mdlm,
-            {
-                "curve": _val_records(mdlm.run_dir),
-                **_generated(mdlm.run_dir, options, device),
-            },
+            {"curve": _val_records(mdlm.run_dir), **_generated(mdlm.run_dir, options, device)},
         )
     ]
-    log(f"TDLM: {steps} steps (MDLM's tokens), then up to MDLM's {budget:.0f} s")
+    log(f"seed {seed} TDLM: {steps} steps (MDLM's tokens), then up to MDLM's {budget:.0f} s")
     tdlm_dir = runs_dir / "tdlm"
     tdlm_config = _config(
-        options, tdlm_dir, {"model.kind": "tdlm", "max_steps": str(steps), "minutes": "0"}
+        options,
+        tdlm_dir,
+        {**seeded, "model.kind": "tdlm", "max_steps": str(steps), "minutes": "0"},
     )
     tdlm = train(tdlm_config)
-    equal_tokens = tdlm.validation
-    equal_time, seconds = None, tdlm.seconds
+    equal_time, seconds, extra_steps = None, tdlm.seconds, tdlm.steps
     if tdlm.seconds < budget:
         more = dataclasses.replace(tdlm_config, max_steps=0, minutes=(budget - tdlm.seconds) / 60)
         resumed = train(more, resume=True)
         equal_time, seconds = resumed.validation, tdlm.seconds + resumed.seconds
         extra_steps = resumed.steps
-    else:
-        extra_steps = tdlm.steps
-    tdlm_figures = _figures(
-        "tdlm",
-        equal_tokens,
-        tdlm,
-        {
-            "curve": _val_records(tdlm_dir, offset_after=steps, offset=tdlm.seconds),
-            "equal_time": {
-                "steps": extra_steps,
-                "seconds": seconds,
-                "validation": dataclasses.asdict(equal_time) if equal_time else None,
+    runs.append(
+        _figures(
+            "tdlm",
+            tdlm.validation,
+            tdlm,
+            {
+                "curve": _val_records(tdlm_dir, offset_after=steps, offset=tdlm.seconds),
+                "equal_time": {
+                    "steps": extra_steps,
+                    "seconds": seconds,
+                    "validation": dataclasses.asdict(equal_time) if equal_time else None,
+                },
+                **_generated(tdlm_dir, options, device),
             },
-            **_generated(tdlm_dir, options, device),
-        },
+        )
     )
-    runs.append(tdlm_figures)
     for i, (label, changes) in enumerate(_variants(options)):
-        log(f"{label}: {steps} steps")
+        log(f"seed {seed} {label}: {steps} steps")
         config = _config(
             options,
             runs_dir / f"ablation-{i}",
-            {"model.kind": "tdlm", "max_steps": str(steps), "minutes": "0", **changes},
+            {**seeded, "model.kind": "tdlm", "max_steps": str(steps), "minutes": "0", **changes},
         )
         run = train(config)
         runs.append(
@@ -225,17 +223,63 @@ def run_quality(options: QualityOptions, log=print) -> dict:
                 label,
                 run.validation,
                 run,
-                {
-                    "curve": _val_records(run.run_dir),
-                    **_generated(run.run_dir, options, device),
-                },
+                {"curve": _val_records(run.run_dir), **_generated(run.run_dir, options, device)},
             )
         )
+    budget_figures = {"steps": steps, "tokens": mdlm.tokens, "mdlm_seconds": budget}
+    return [{"seed": seed, "budget": budget_figures, **run} for run in runs]
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else math.nan,
+        "n": len(values),
+        "values": values,
+    }
+
+
+def _verdict(runs: list[dict]) -> dict:
+    """Per label: NELBO and its ratio to the same seed's MDLM, mean ± sd over seeds."""
+    mdlm = {r["seed"]: r["validation"]["nelbo"] for r in runs if r["label"] == "mdlm"}
+    out: dict = {}
+    for label in dict.fromkeys(r["label"] for r in runs):
+        mine = [r for r in runs if r["label"] == label]
+        out[label] = {
+            "nelbo": _spread([r["validation"]["nelbo"] for r in mine]),
+            "ratio_equal_tokens": _spread(
+                [r["validation"]["nelbo"] / mdlm[r["seed"]] for r in mine]
+            ),
+            "level_nelbo": [
+                statistics.fmean(levels)
+                for levels in zip(*(r["validation"]["level_nelbo"] for r in mine), strict=True)
+            ],
+            "tokens_per_second": statistics.fmean(r["tokens_per_second"] for r in mine),
+        }
+        timed = [r for r in mine if r.get("equal_time", {}).get("validation")]
+        if timed:
+            out[label]["ratio_equal_time"] = _spread(
+                [r["equal_time"]["validation"]["nelbo"] / mdlm[r["seed"]] for r in timed]
+            )
+    return out
+
+
+def run_quality(options: QualityOptions, log=print) -> dict:
+    """Train the runs of the module doc for every seed; write quality.json/.md/.png."""
+    if options.minutes <= 0 or options.samples < 1 or not options.seeds:
+        raise UserError("--minutes must be > 0, --samples >= 1 and --seeds non-empty")
+    runs_dir = options.out_dir / "runs"
+    if runs_dir.exists():
+        raise UserError(f"{runs_dir} exists; choose another --out")
+    device = pick_device(_config(options, runs_dir, {}).device)
+    runs: list[dict] = []
+    for seed in options.seeds:
+        runs += _seed_runs(options, seed, runs_dir / f"seed{seed}", device, log)
     figures = {
         "bench": "quality",
         "environment": environment(device),
         "options": {k: str(v) for k, v in vars(options).items()},
-        "budget": {"steps": steps, "tokens": mdlm.tokens, "mdlm_seconds": budget},
+        "verdict": _verdict(runs),
         "runs": runs,
     }
     _plot(runs, options.out_dir / "quality.png")
@@ -243,103 +287,131 @@ def run_quality(options: QualityOptions, log=print) -> dict:
     return figures
 
 
+def _pm(spread: dict, digits: int = 3) -> str:
+    if spread["n"] < 2:
+        return f"{spread['mean']:.{digits}f}"
+    return f"{spread['mean']:.{digits}f} ± {spread['sd']:.{digits}f}"
+
+
 def quality_markdown(figures: dict) -> str:
-    env, budget = figures["environment"], figures["budget"]
-    mdlm = figures["runs"][0]["validation"]["nelbo"]
+    env, runs, verdict = figures["environment"], figures["runs"], figures["verdict"]
+    seeds = sorted({r["seed"] for r in runs})
+    summary_rows = []
+    for label, v in verdict.items():
+        timed = v.get("ratio_equal_time")
+        summary_rows.append(
+            [
+                label,
+                _pm(v["nelbo"], 4),
+                _pm(v["ratio_equal_tokens"]),
+                _pm(timed) if timed else "",
+                " + ".join(f"{x:.3f}" for x in v["level_nelbo"]),
+                f"{v['tokens_per_second']:,.0f}",
+            ]
+        )
+    summary = markdown_table(
+        [
+            "run",
+            "val NELBO",
+            "/ MDLM, equal tokens",
+            "/ MDLM, equal wall-clock",
+            "levels L_0 + L_1 + ... (mean)",
+            "tokens/s (mean)",
+        ],
+        summary_rows,
+    )
     rows = []
-    for run in figures["runs"]:
-        v = run["validation"]
-        entropy = run["unigram_entropy"]
+    for run in runs:
+        v, b = run["validation"], run["budget"]
+        mdlm = next(r for r in runs if r["seed"] == run["seed"] and r["label"] == "mdlm")
+        equal_time = run.get("equal_time", {})
+        timed = equal_time.get("validation")
         rows.append(
             [
+                run["seed"],
                 run["label"],
                 f"{run['tokens']:,}",
                 f"{run['seconds']:.0f}",
-                f"{run['tokens_per_second']:,.0f}",
                 f"{v['nelbo']:.4f}",
-                f"{v['nelbo'] / mdlm:.3f}",
+                f"{v['nelbo'] / mdlm['validation']['nelbo']:.3f}",
+                f"{timed['nelbo'] / mdlm['validation']['nelbo']:.3f} "
+                f"({equal_time['steps']} steps in {b['mdlm_seconds']:.0f} s)"
+                if timed
+                else "",
                 f"{v['perplexity']:.2f}",
                 f"{v['bits_per_byte']:.4f}",
                 " + ".join(f"{x:.3f}" for x in v["level_nelbo"]),
-                f"{entropy['mean']:.2f} (min {entropy['min']:.2f})",
+                f"{run['unigram_entropy']['mean']:.2f}",
             ]
             + ([f"{run['gen_ppl']['perplexity']:.1f}"] if "gen_ppl" in run else [])
         )
     header = [
+        "seed",
         "run",
         "tokens",
         "train s",
-        "tokens/s",
         "val NELBO",
         "/ MDLM",
+        "equal wall-clock / MDLM",
         "PPL (bound)",
         "BPB",
         "levels L_0 + L_1 + ...",
         "sample unigram entropy",
-    ] + (["gen PPL"] if "gen_ppl" in figures["runs"][0] else [])
-    parts = [
-        f"Equal tokens: {budget['tokens']:,} training tokens ({budget['steps']} steps) each; "
-        f"{env['device']} {env['device_name']}, {env['threads']} threads, torch "
-        f"{env['torch']}, {env['date']}, commit {env['git_commit']}.",
-        markdown_table(header, rows),
-    ]
-    tdlm = figures["runs"][1]["equal_time"]
-    if tdlm["validation"]:
-        v = tdlm["validation"]
-        parts.append(
-            f"Equal wall-clock ({budget['mdlm_seconds']:.0f} s of training, MDLM's budget): "
-            f"TDLM reached step {tdlm['steps']} and validation NELBO {v['nelbo']:.4f} "
-            f"({v['nelbo'] / mdlm:.3f} x MDLM's {mdlm:.4f})."
-        )
-    else:
-        parts.append("Equal wall-clock: TDLM needed longer than MDLM for MDLM's tokens.")
-    return "\n\n".join(parts)
+    ] + (["gen PPL"] if "gen_ppl" in runs[0] else [])
+    return "\n\n".join(
+        [
+            f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}); per seed MDLM trains "
+            f"{figures['options']['minutes']} minutes and every TDLM run its number of steps "
+            f"(equal tokens); the base TDLM then resumes until it has trained as long as MDLM "
+            f"(equal wall-clock). Ratios are to the same seed's MDLM; ± is the sd over seeds. "
+            f"{env['device']} {env['device_name']}, {env['threads']} threads, torch "
+            f"{env['torch']}, {env['date']}, commit {env['git_commit']}.",
+            summary,
+            "Per seed:",
+            markdown_table(header, rows),
+        ]
+    )
 
 
 def _plot(runs: list[dict], path: Path) -> None:
+    """Learning curves (one line per run and seed, one colour per label) and per-level bars
+    (the mean over seeds, with the sd of the total as an error bar)."""
     plt = pyplot()
     fig, (by_tokens, by_time, levels) = plt.subplots(1, 3, figsize=(16, 4.5))
+    labels = list(dict.fromkeys(run["label"] for run in runs))
+    colours = {label: f"C{i}" for i, label in enumerate(labels)}
     for run in runs:
-        curve = run["curve"]
-        by_tokens.plot(
-            [r["tokens"] for r in curve],
-            [r["nelbo"] for r in curve],
-            "o-",
-            ms=3,
-            label=run["label"],
-        )
-        by_time.plot(
-            [r["seconds"] for r in curve],
-            [r["nelbo"] for r in curve],
-            "o-",
-            ms=3,
-            label=run["label"],
-        )
+        curve, label = run["curve"], run["label"]
+        first = run["seed"] == runs[0]["seed"]
+        style = {"color": colours[label], "ms": 3, "lw": 1, "label": label if first else None}
+        by_tokens.plot([r["tokens"] for r in curve], [r["nelbo"] for r in curve], "o-", **style)
+        by_time.plot([r["seconds"] for r in curve], [r["nelbo"] for r in curve], "o-", **style)
     by_tokens.set(
         xlabel="training tokens",
         ylabel="validation NELBO (nats/token)",
-        title="learning curve vs tokens",
+        title="learning curves vs tokens (every seed)",
     )
     by_time.set(
         xlabel="training wall-clock (s)",
         ylabel="validation NELBO (nats/token)",
-        title="learning curve vs time",
+        title="learning curves vs time (every seed)",
     )
     for ax in (by_tokens, by_time):
         ax.legend(fontsize=7)
-    labels = [run["label"] for run in runs]
-    bottom = [0.0] * len(runs)
-    depth = max(len(run["validation"]["level_nelbo"]) for run in runs)
+    verdict = _verdict(runs)
+    depth = max(len(v["level_nelbo"]) for v in verdict.values())
+    bottom = [0.0] * len(labels)
     for h in range(depth):
         heights = [
-            run["validation"]["level_nelbo"][h]
-            if h < len(run["validation"]["level_nelbo"])
-            else 0.0
-            for run in runs
+            verdict[label]["level_nelbo"][h] if h < len(verdict[label]["level_nelbo"]) else 0.0
+            for label in labels
         ]
         levels.bar(labels, heights, bottom=bottom, label=f"L_{h}")
         bottom = [b + x for b, x in zip(bottom, heights, strict=True)]
-    levels.set(ylabel="nats/token", title="validation NELBO per level (equal tokens)")
+    sds = [verdict[label]["nelbo"]["sd"] for label in labels]
+    levels.errorbar(labels, bottom, yerr=[0 if math.isnan(sd) else sd for sd in sds], fmt="none",
+                    ecolor="black", capsize=4)
+    levels.set(ylabel="nats/token", title="validation NELBO per level (equal tokens, mean)")
     levels.tick_params(axis="x", rotation=30, labelsize=7)
     levels.legend(fontsize=7)
     fig.tight_layout()
