@@ -26,6 +26,8 @@ from tdlm_diffusion import (
     TreeProcess,
     child_nll,
     evaluate_nelbo,
+    harmonic_count,
+    harmonic_number,
     masked_count,
     training_loss,
 )
@@ -68,18 +70,19 @@ def test_count_form_equality_is_not_vacuous():
 
 
 @given(small_trees(max_leaves=24), st.integers(1, 40), st.integers(0, 10**6))
-def test_count_estimator_is_bounded_per_token(tree, length, seed):
+def test_count_estimators_are_bounded_per_token(tree, length, seed):
     """Whatever the network and the draw, a sequence's per-token count estimate is its mean CE
-    over the masked positions divided by Δ_h: never above max CE / min Δ. (The time form has no
-    such bound: its weight 1 / (Δ_h s) is unbounded.)"""
+    over the masked positions over Δ_h (at most max CE / min Δ), and the harmonic one at most
+    H_L times that. (The time form has no bound: its weight 1 / (Δ_h s) is unbounded.)"""
     process = TreeProcess(tree)
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, tree.vocab_size, (8, length), generator=g)
     logits = 5 * torch.randn(8, length, process.width, generator=g, dtype=torch.float64)
-    out = training_loss(process, lambda z, h: logits, x, generator=g)
-    worst = float(child_nll(process, logits, x, out.level).max())
-    bound = worst / min(process.schedule.deltas)
-    assert float(out.per_sequence.max()) / length <= bound * (1 + 1e-6)  # float32 weights
+    for estimator, factor in (("count", 1.0), ("harmonic", harmonic_number(length))):
+        out = training_loss(process, lambda z, h: logits, x, estimator=estimator, generator=g)
+        worst = float(child_nll(process, logits, x, out.level).max())
+        bound = factor * worst / min(process.schedule.deltas)
+        assert float(out.per_sequence.max()) / length <= bound * (1 + 1e-6)  # float32 weights
 
 
 def test_mask_count_masks_exactly_k_of_a_uniform_subset():
@@ -109,6 +112,21 @@ def test_masked_count_maps_a_stratified_grid_to_every_count_once():
         s = (u + torch.arange(length, dtype=torch.float32) / length) % 1
         assert sorted(masked_count(s, length).tolist()) == list(range(1, length + 1))
     assert masked_count(torch.tensor([0.0, 1.0]), 5).tolist() == [1, 5]
+
+
+def test_harmonic_count_has_the_harmonic_law_and_weights_that_undo_it():
+    """Evenly spaced s map to counts with frequencies (1/k) / H_L (to the grid's resolution);
+    a masked position's weight H_L times P(k) is then 1/k, the count form's weight per draw of
+    k, so the estimate is unbiased (checked by Monte Carlo in test_elbo's I2 test and below)."""
+    length, grid = 16, 100_000
+    s = (torch.arange(grid, dtype=torch.float64) + 0.5) / grid
+    k = harmonic_count(s, length)
+    frequencies = np.bincount(k.numpy(), minlength=length + 1)[1:] / grid
+    law = (1 / np.arange(1, length + 1)) / harmonic_number(length)
+    np.testing.assert_allclose(frequencies, law, atol=1 / grid)
+    np.testing.assert_allclose(law * harmonic_number(length), 1 / np.arange(1, length + 1))
+    assert harmonic_number(1) == 1.0 and harmonic_number(4) == pytest.approx(25 / 12)
+    assert harmonic_count(torch.tensor([0.0, 1.0]), 5).tolist() == [1, 5]
 
 
 def test_cutoff_is_biased_by_the_integral_it_omits():
@@ -145,7 +163,7 @@ def test_estimators_agree_on_a_uniform_child_model():
         return torch.zeros(*z.shape, process.width)
 
     exact = sum(np.log(tree.child_counts[h][tree.ancestors[:, h + 1]]).mean() for h in range(3))
-    for estimator in ("count", "cutoff", "continuous"):
+    for estimator in ("count", "harmonic", "cutoff", "continuous"):
         means = np.array([
             float(training_loss(process, uniform, x, estimator=estimator,
                                 generator=torch.Generator().manual_seed(r)).nelbo)
@@ -158,7 +176,8 @@ def test_estimators_agree_on_a_uniform_child_model():
 @pytest.mark.parametrize(("call", "message"), [
     (lambda p, d, x: training_loss(p, d, x, estimator="exact"), "unknown NELBO estimator"),
     (lambda p, d, x: training_loss(p, d, x, estimator="cutoff", cutoff=0.0), "(0, 1)"),
-    (lambda p, d, x: evaluate_nelbo(p, d, x, estimator="cutoff"), "biased"),
+    (lambda p, d, x: evaluate_nelbo(p, d, x, estimator="cutoff"), "'count' or 'continuous'"),
+    (lambda p, d, x: evaluate_nelbo(p, d, x, estimator="harmonic"), "'count' or 'continuous'"),
 ])
 def test_bad_estimator_choices(call, message):
     process = TreeProcess(random_tree(10, 3, seed=0))

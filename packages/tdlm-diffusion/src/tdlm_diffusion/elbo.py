@@ -43,6 +43,8 @@ __all__ = [
     "count_nelbo",
     "diffusion_loss",
     "in_level_nelbo",
+    "harmonic_count",
+    "harmonic_number",
     "low_discrepancy_times",
     "masked_count",
 ]
@@ -160,6 +162,21 @@ def masked_count(s: Float[Tensor, " b"], length: int) -> Int[Tensor, " b"]:
     """``k = ⌊s L⌋ + 1`` (at most L): uniform on ``1..L`` when ``s ~ U[0, 1)``, and evenly spread
     when the ``s`` of a batch are (``L`` evenly spaced times give every count once)."""
     return (torch.floor(s.double() * length).long() + 1).clamp(max=length)
+
+
+def harmonic_number(length: int) -> float:
+    """``H_L = Σ_{k=1}^{L} 1/k``."""
+    return float(torch.reciprocal(torch.arange(1, length + 1, dtype=torch.float64)).sum())
+
+
+def harmonic_count(s: Float[Tensor, " b"], length: int) -> Int[Tensor, " b"]:
+    """``k`` with ``P(k) = (1/k) / H_L`` on ``1..L``, by inverting the CDF ``H_k / H_L`` at ``s``
+    (so stratified ``s`` give stratified counts). With this law, weighting each masked position
+    by ``H_L`` is the count form's importance-sampled estimate: ``E[H_L Σ_ℓ 1[masked] CE] =
+    Σ_k g_h(k) / k = L_h``, every masked position carrying the same weight."""
+    steps = torch.reciprocal(torch.arange(1, length + 1, dtype=torch.float64, device=s.device))
+    cdf = torch.cumsum(steps, 0) / steps.sum()
+    return (torch.searchsorted(cdf, s.double(), right=True) + 1).clamp(max=length)
 
 
 def count_nelbo(

@@ -15,6 +15,11 @@ share ``Δ_h`` of the batch (the levels are stratified across the batch) and the
 * ``count`` — the count form of :mod:`.elbo`: ``k = ⌊s L⌋ + 1`` positions masked exactly, a uniform
   subset, weight ``L / (k Δ_h)``. Unbiased for the same NELBO and bounded: a sequence's per-token
   value is its mean masked CE over ``Δ_h``. Needs a denoiser that ignores ``s``.
+* ``harmonic`` — the count form importance-sampled: ``P(k) ∝ 1/k`` (the masking rate
+  log-uniform), every masked position weighted ``H_L / Δ_h`` (``H_L = Σ 1/k ≈ ln L + 0.58``).
+  Unbiased for the same NELBO, bounded, and the weights are equal across positions: most
+  sequences are lightly masked, so predictions from nearly clean context — where the time form
+  concentrates its rare, huge weights — are drawn often with moderate weight instead.
 
 :func:`noised_batch` draws the state ``z`` and a per-sequence weight ``w`` such that
 ``w · Σ_ℓ 1[masked] CE`` estimates ``NELBO(x)``; :func:`training_loss` adds the network call and
@@ -30,14 +35,20 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .elbo import _masked_nll_sum, low_discrepancy_times, masked_count
+from .elbo import (
+    _masked_nll_sum,
+    harmonic_count,
+    harmonic_number,
+    low_discrepancy_times,
+    masked_count,
+)
 from .process import TreeProcess
 from .protocol import Denoiser, TimeConditionedDenoiser
 from .validation import DiffusionInputError, check_level_weights, check_tokens
 
 __all__ = ["ESTIMATORS", "NoisedBatch", "TrainingLoss", "noised_batch", "training_loss"]
 
-ESTIMATORS: tuple[str, ...] = ("count", "cutoff", "continuous")
+ESTIMATORS: tuple[str, ...] = ("count", "harmonic", "cutoff", "continuous")
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,7 @@ def check_estimator(estimator: str, cutoff: float, pass_time: bool) -> None:
         )
     if estimator == "cutoff" and not 0 < cutoff < 1:
         raise DiffusionInputError(f"the cutoff ε must lie in (0, 1), got {cutoff}")
-    if estimator == "count" and pass_time:
+    if estimator in ("count", "harmonic") and pass_time:
         raise DiffusionInputError(
             "the count estimator integrates the in-level time out, so it needs a denoiser that "
             "does not see s; with time conditioning use 'continuous' or 'cutoff'"
@@ -106,6 +117,10 @@ def noised_batch(
         count = masked_count(s, length)
         z = process._mask_count(x, level, count, generator)
         weight = (length / count).to(t.dtype) / delta
+    elif estimator == "harmonic":
+        count = harmonic_count(s, length)
+        z = process._mask_count(x, level, count, generator)
+        weight = torch.full_like(t, harmonic_number(length)) / delta
     elif estimator == "cutoff":
         s = cutoff + (1 - cutoff) * s  # uniform on [ε, 1]: density 1 / (1 - ε)
         z = process._noise(x, level, s, generator)

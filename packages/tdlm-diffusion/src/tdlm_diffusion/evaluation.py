@@ -86,8 +86,10 @@ def evaluate_nelbo(
         raise DiffusionInputError(f"samples_per_level must be at least 1, got {samples_per_level}")
     if estimator is None:
         estimator = "continuous" if process.pass_time else "count"
-    if estimator == "cutoff":
-        raise DiffusionInputError("evaluation estimates the NELBO itself: 'cutoff' is biased")
+    if estimator not in ("count", "continuous"):
+        raise DiffusionInputError(
+            f"evaluation estimates the NELBO with 'count' or 'continuous', not {estimator!r}"
+        )
     check_estimator(estimator, 0.5, process.pass_time)
     batch, length = x.shape
     n = samples_per_level

@@ -41,7 +41,7 @@ class DiffusionConfig:
     alpha: str = "linear"  # in-level schedule alpha(s): linear | cosine | polynomial
     allocation: str = "uniform"  # level time allocation: uniform | linear | exponential | entropy
     gamma: float = 0.5  # exponential allocation's rate
-    estimator: str = "count"  # training NELBO estimator: count | cutoff | continuous
+    estimator: str = "count"  # training NELBO estimator: count | harmonic | cutoff | continuous
     cutoff: float = 1e-3  # the cutoff estimator's epsilon: in-level times s drawn in [eps, 1]
     level_weights: tuple[float, ...] = ()  # training-only per-level loss weights (empty: all 1)
     eval_samples_per_level: int = 1  # noise draws per level in validation NELBO estimates
@@ -119,10 +119,10 @@ class RunConfig:
             raise UserError(
                 "--log_every, --eval_every, --checkpoint_every, --keep_last must be >= 1"
             )
-        if self.diffusion.estimator == "count" and self.model.time_conditioning:
+        if self.diffusion.estimator in ("count", "harmonic") and self.model.time_conditioning:
             raise UserError(
-                "--diffusion.estimator count needs a network that does not see s; with "
-                "--model.time_conditioning use --diffusion.estimator continuous or cutoff"
+                f"--diffusion.estimator {self.diffusion.estimator} needs a network that does not "
+                "see s; with --model.time_conditioning use continuous or cutoff"
             )
 
     def compatible_with(self, other: "RunConfig") -> list[str]:
