@@ -7,7 +7,7 @@ For B = 64 sequences of L = 1024 tokens over a 50,257-token random tree with K =
 
 * **loss**: noising + the training loss given ``[B, L, k]`` logits (and, separately, with the
   backward pass to the logits that a training step adds), median of repeats, for every training
-  estimator (``count``, the default, first);
+  estimator (``cutoff``, the default, first);
 * **sampler**: ``ancestral_sample`` with a denoiser that returns precomputed logits, so the time
   is the sampler's own work (noise draws, child sampling, bookkeeping, caching checks): per run
   and per step.

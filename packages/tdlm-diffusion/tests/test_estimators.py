@@ -191,7 +191,8 @@ def test_count_form_refuses_a_time_conditioned_denoiser():
         random_tree(10, 3, seed=0)), pass_time=True)
     x = torch.zeros(2, 3, dtype=torch.long)
     with pytest.raises(DiffusionInputError, match="does not see s"):
-        training_loss(process, lambda z, h, s: torch.zeros(*z.shape, process.width), x)
+        training_loss(process, lambda z, h, s: torch.zeros(*z.shape, process.width), x,
+                      estimator="count")
     with pytest.raises(DiffusionInputError, match="does not see s"):
         evaluate_nelbo(process, lambda z, h, s: torch.zeros(*z.shape, process.width), x,
                        estimator="count")

@@ -1,4 +1,4 @@
-"""The training loss: three Monte-Carlo estimators of the NELBO (METHOD.md §4), one interface.
+"""The training loss: four Monte-Carlo estimators of the NELBO (METHOD.md §4), one interface.
 
 Every estimator draws low-discrepancy times ``t_i = (u + i/B) mod 1``, so each level h gets its
 share ``Δ_h`` of the batch (the levels are stratified across the batch) and the in-level times
@@ -8,10 +8,11 @@ share ``Δ_h`` of the batch (the levels are stratified across the batch) and the
   weight grows like ``1 / (Δ_h s)`` near each level's ``s = 0``, where a masked position is rare:
   the estimator's variance is infinite (log-divergent), H times over on a tree, and a batch that
   draws a small ``s`` and masks one position gets a spike of ``CE / (Δ_h s B L)`` per token.
-* ``cutoff`` — MDLM's remedy: ``s`` is drawn in ``[ε, 1]`` instead (per level), weight scaled by
-  ``1 - ε``. Bounded weight ``1 / (Δ_h ε)``, but spikes of order ``CE / (Δ_h ε B L)`` remain at
-  short L, and the estimate omits each level's ``∫_0^ε``: it is biased low by about
-  ``ε · E[CE at a clean context]`` per token and level (a training objective, not a bound).
+* ``cutoff`` — the default (picked by measurement: docs/method.md), MDLM's remedy: ``s`` is
+  drawn in ``[ε, 1]`` instead (per level), weight scaled by ``1 - ε``. Bounded weight
+  ``1 / (Δ_h ε)``, but spikes of order ``CE / (Δ_h ε B L)`` remain at short L, and
+  the estimate omits each level's ``∫_0^ε``: it is biased low by about ``ε · E[CE at a clean
+  context]`` per token and level (a training objective, not a bound).
 * ``count`` — the count form of :mod:`.elbo`: ``k = ⌊s L⌋ + 1`` positions masked exactly, a uniform
   subset, weight ``L / (k Δ_h)``. Unbiased for the same NELBO and bounded: a sequence's per-token
   value is its mean masked CE over ``Δ_h``. Needs a denoiser that ignores ``s``.
@@ -48,7 +49,7 @@ from .validation import DiffusionInputError, check_level_weights, check_tokens
 
 __all__ = ["ESTIMATORS", "NoisedBatch", "TrainingLoss", "noised_batch", "training_loss"]
 
-ESTIMATORS: tuple[str, ...] = ("count", "harmonic", "cutoff", "continuous")
+ESTIMATORS: tuple[str, ...] = ("cutoff", "count", "harmonic", "continuous")
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def noised_batch(
     process: TreeProcess,
     x: Int[Tensor, "b l"],
     *,
-    estimator: str = "count",
+    estimator: str = "cutoff",
     cutoff: float = 1e-3,
     generator: torch.Generator | None = None,
 ) -> NoisedBatch:
@@ -136,7 +137,7 @@ def training_loss(
     denoiser: Denoiser | TimeConditionedDenoiser,
     x: Int[Tensor, "b l"],
     *,
-    estimator: str = "count",
+    estimator: str = "cutoff",
     cutoff: float = 1e-3,
     level_weights: Sequence[float] | Float[Tensor, " h"] | None = None,
     generator: torch.Generator | None = None,

@@ -41,7 +41,7 @@ class DiffusionConfig:
     alpha: str = "linear"  # in-level schedule alpha(s): linear | cosine | polynomial
     allocation: str = "uniform"  # level time allocation: uniform | linear | exponential | entropy
     gamma: float = 0.5  # exponential allocation's rate
-    estimator: str = "count"  # training NELBO estimator: count | harmonic | cutoff | continuous
+    estimator: str = "cutoff"  # training NELBO estimator: cutoff | count | harmonic | continuous
     cutoff: float = 1e-3  # the cutoff estimator's epsilon: in-level times s drawn in [eps, 1]
     level_weights: tuple[float, ...] = ()  # training-only per-level loss weights (empty: all 1)
     eval_samples_per_level: int = 1  # noise draws per level in validation NELBO estimates
