@@ -15,7 +15,7 @@ gradient norm of every step. Reported per run:
   both unbiased evaluation estimators (count and continuous) on the same blocks: mean and sd.
 
     uv run benchmarks/loss_variance.py --out runs/bench/loss-variance [--steps 500]
-        [--seeds 0,1] [--models tdlm,mdlm] [--estimators continuous,cutoff,harmonic,count]
+        [--seeds 0,1,2] [--models tdlm,mdlm] [--estimators continuous,harmonic,count,cutoff]
 
 Runs already complete in ``--out`` are reused, so an interrupted benchmark resumes where it
 stopped. Writes ``loss-variance.json``, ``.md`` and ``.png`` into ``--out``.
@@ -152,8 +152,44 @@ def _measure(run_dir: Path, model: str, estimator: str, seed: int, repeats: int)
     }
 
 
+def _aggregate(runs: list[dict]) -> list[dict]:
+    """Per model and estimator, over seeds: the worst spikes, and the NELBO's mean and spread."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in runs):
+        for estimator in dict.fromkeys(r["estimator"] for r in runs):
+            mine = [r for r in runs if r["model"] == model and r["estimator"] == estimator]
+            if not mine:
+                continue
+            val = [r["val_nelbo"] for r in mine]
+            out.append({
+                "model": model,
+                "estimator": estimator,
+                "seeds": len(mine),
+                "loss_max_over_median": max(r["loss_max_over_median"] for r in mine),
+                "loss_local_spike": max(r["loss_local_spike"] for r in mine),
+                "grad_cv": statistics.fmean(r["grad_cv"] for r in mine),
+                "grad_max_over_median": max(r["grad_max_over_median"] for r in mine),
+                "val_nelbo_mean": statistics.fmean(val),
+                "val_nelbo_sd": statistics.stdev(val) if len(val) > 1 else float("nan"),
+                "val_nelbo_min": min(val),
+                "val_nelbo_max": max(val),
+            })
+    return out
+
+
 def _markdown(figures: dict) -> str:
     env = figures["environment"]
+    summary = markdown_table(
+        ["model", "estimator", "seeds", "loss max / median (worst seed)",
+         "local spike (worst)", "grad-norm CV (mean)", "grad-norm max / median (worst)",
+         "val NELBO mean ± sd", "val NELBO min - max"],
+        [[a["model"], a["estimator"], a["seeds"], f"{a['loss_max_over_median']:.2f}",
+          f"{a['loss_local_spike']:.2f}", f"{a['grad_cv']:.2f}",
+          f"{a['grad_max_over_median']:.1f}",
+          f"{a['val_nelbo_mean']:.4f} ± {a['val_nelbo_sd']:.4f}",
+          f"{a['val_nelbo_min']:.4f} - {a['val_nelbo_max']:.4f}"]
+         for a in figures["aggregate"]],
+    )
     rows = []
     for r in figures["runs"]:
         noise = r["eval_noise"]
@@ -170,31 +206,43 @@ def _markdown(figures: dict) -> str:
               "val NELBO (EMA)", "eval sd: count", "eval sd: continuous"]
     return "\n\n".join([
         f"{figures['steps']} steps of the tiny preset per run (16 x 128 tokens per step), "
-        f"{env['device']} {env['device_name']}, {env['threads']} threads, torch {env['torch']}, "
-        f"{env['date']}, commit {env['git_commit']}. Evaluation noise: the final EMA weights "
-        f"scored {figures['eval_repeats']} times with fresh noise on the same "
-        "validation blocks (sd of the NELBO in nats/token).",
+        f"{env['device']} {env['device_name']}, {env['threads']} torch thread(s), "
+        f"torch {env['torch']}, {env['date']}, commit {env['git_commit']}. Evaluation noise: "
+        f"the final EMA weights scored {figures['eval_repeats']} times with fresh noise on the "
+        "same validation blocks (sd of the NELBO in nats/token).",
+        summary,
+        "Per run:",
         markdown_table(header, rows),
     ])
 
 
 def _plot(figures: dict, path: Path) -> None:
+    """Per model: seed 0's loss and gradient-norm traces, and every seed's validation NELBO."""
     plt = pyplot()
-    models = sorted({r["model"] for r in figures["runs"]}, reverse=True)
-    fig, axes = plt.subplots(2, len(models), figsize=(7 * len(models), 8), squeeze=False)
+    runs = figures["runs"]
+    models = list(dict.fromkeys(r["model"] for r in runs))
+    estimators = list(dict.fromkeys(r["estimator"] for r in runs))
+    first_seed = min(r["seed"] for r in runs)
+    fig, axes = plt.subplots(3, len(models), figsize=(7 * len(models), 12), squeeze=False)
     for col, model in enumerate(models):
-        runs = [r for r in figures["runs"] if r["model"] == model and r["seed"] == min(
-            x["seed"] for x in figures["runs"])]
-        for r in runs:
-            axes[0, col].plot(np.arange(1, len(r["loss"]) + 1), r["loss"], lw=0.7,
-                              label=r["estimator"])
-            axes[1, col].plot(np.arange(1, len(r["grad_norm"]) + 1), r["grad_norm"], lw=0.7,
-                              label=r["estimator"])
-        axes[0, col].set(title=f"{model}: training loss per step", xlabel="step",
-                         ylabel="NELBO estimate (nats/token)", yscale="log")
-        axes[1, col].set(title=f"{model}: gradient norm before clipping", xlabel="step",
-                         ylabel="global gradient norm", yscale="log")
-        for ax in axes[:, col]:
+        for r in (r for r in runs if r["model"] == model and r["seed"] == first_seed):
+            steps = np.arange(1, len(r["loss"]) + 1)
+            style = {"lw": 0.7, "label": r["estimator"],
+                     "color": f"C{estimators.index(r['estimator'])}"}
+            axes[0, col].plot(steps, r["loss"], **style)
+            axes[1, col].plot(steps, r["grad_norm"], **style)
+        axes[0, col].set(title=f"{model}: training loss per step (seed {first_seed})",
+                         xlabel="step", ylabel="NELBO estimate (nats/token)", yscale="log")
+        axes[1, col].set(title=f"{model}: gradient norm before clipping (seed {first_seed})",
+                         xlabel="step", ylabel="global gradient norm", yscale="log")
+        for i, estimator in enumerate(estimators):
+            values = [r["val_nelbo"] for r in runs
+                      if r["model"] == model and r["estimator"] == estimator]
+            axes[2, col].plot([i] * len(values), values, "o", alpha=0.7, color=f"C{i}")
+        axes[2, col].set_xticks(range(len(estimators)), estimators)
+        axes[2, col].set(title=f"{model}: validation NELBO at {figures['steps']} steps, every seed",
+                         ylabel="nats/token (EMA weights)")
+        for ax in axes[:2, col]:
             ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -205,7 +253,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/bench") / NAME)
     parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--models", default="tdlm,mdlm")
     parser.add_argument("--estimators", default=",".join(reversed(ESTIMATORS)))
     parser.add_argument("--eval-repeats", type=int, default=6)
@@ -222,6 +270,7 @@ def main() -> None:
         "environment": environment(torch.device("cpu")),
         "steps": args.steps,
         "eval_repeats": args.eval_repeats,
+        "aggregate": _aggregate(runs),
         "runs": runs,
     }
     _plot(figures, args.out / f"{NAME}.png")

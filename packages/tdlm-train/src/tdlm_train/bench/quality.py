@@ -364,7 +364,7 @@ def quality_markdown(figures: dict) -> str:
             f"{figures['options']['minutes']} minutes and every TDLM run its number of steps "
             f"(equal tokens); the base TDLM then resumes until it has trained as long as MDLM "
             f"(equal wall-clock). Ratios are to the same seed's MDLM; ± is the sd over seeds. "
-            f"{env['device']} {env['device_name']}, {env['threads']} threads, torch "
+            f"{env['device']} {env['device_name']}, {env['threads']} torch thread(s), torch "
             f"{env['torch']}, {env['date']}, commit {env['git_commit']}.",
             summary,
             "Per seed:",

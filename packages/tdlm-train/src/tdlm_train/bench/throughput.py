@@ -165,7 +165,7 @@ def throughput_markdown(figures: dict) -> str:
             f"{o['scale']} scale, training batch {o['batch']}, {o['rounds']} interleaved rounds "
             f"of {o['train_steps']} steps; sampling {o['sample_batch']} sequences x "
             f"{o['sample_steps']} steps; {env['device']} {env['device_name']}, "
-            f"{env['threads']} threads, torch {env['torch']}, {env['date']}, "
+            f"{env['threads']} torch thread(s), torch {env['torch']}, {env['date']}, "
             f"commit {env['git_commit']}. Median (min-max) over rounds; matmul "
             f"{rate['median'] / 1e9:,.1f} GFLOP/s (median, fp32 {o['matmul_size']}^2).",
             markdown_table(
