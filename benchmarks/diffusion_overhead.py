@@ -62,7 +62,7 @@ def measure_loss(
     process: TreeProcess, batch: int = 64, length: int = 1024, repeats: int = 7
 ) -> dict[str, float]:
     """Median seconds of noising + loss given logits, without and with the backward pass, for
-    the default estimator (``count``) and, as ``<estimator>_...``, for every other one."""
+    the default estimator (``ESTIMATORS[0]``) and, as ``<estimator>_...``, for every other one."""
     device = process.offsets.device
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randint(0, process.vocab_size, (batch, length), generator=g, device=device)
