@@ -148,8 +148,7 @@ class TreeProcess(nn.Module):
         """
         move = self.schedule.in_level.one_minus_alpha(s)
         u = torch.rand(x.shape, generator=generator, device=x.device, dtype=s.dtype)
-        masked = u < move[:, None]
-        return torch.where(masked, self.ancestor(x, level + 1), self.ancestor(x, level))
+        return self._state(x, level, u < move[:, None])
 
     def mask_count(
         self,
@@ -181,7 +180,12 @@ class TreeProcess(nn.Module):
         # at L ~ 1000) are broken by position, which keeps the count exact.
         u = torch.rand(x.shape, generator=generator, device=x.device)
         rank = u.argsort(dim=1, stable=True).argsort(dim=1, stable=True)
-        masked = rank < count[:, None]
+        return self._state(x, level, rank < count[:, None])
+
+    def _state(
+        self, x: Int[Tensor, "b l"], level: Int[Tensor, " b"], masked: Bool[Tensor, "b l"]
+    ) -> Int[Tensor, "b l"]:
+        """``a_{h+1}(x)`` where ``masked``, ``a_h(x)`` elsewhere: the state of level h."""
         return torch.where(masked, self.ancestor(x, level + 1), self.ancestor(x, level))
 
     # --- lookups -----------------------------------------------------------------------------
