@@ -17,7 +17,14 @@ from .elbo import (
     low_discrepancy_times,
     masked_count,
 )
-from .estimators import ESTIMATORS, NoisedBatch, TrainingLoss, noised_batch, training_loss
+from .estimators import (
+    COUNT_ESTIMATORS,
+    ESTIMATORS,
+    NoisedBatch,
+    TrainingLoss,
+    noised_batch,
+    training_loss,
+)
 from .evaluation import NelboEstimate, bits_per_byte, evaluate_nelbo, perplexity
 from .process import TreeProcess
 from .protocol import Denoiser, TimeConditionedDenoiser
@@ -48,6 +55,7 @@ from .validation import DiffusionInputError
 __version__ = "0.1.0"
 
 __all__ = [
+    "COUNT_ESTIMATORS",
     "ESTIMATORS",
     "MAX_DENSE_NODES",
     "CosineSchedule",

@@ -47,9 +47,18 @@ from .process import TreeProcess
 from .protocol import Denoiser, TimeConditionedDenoiser
 from .validation import DiffusionInputError, check_level_weights, check_tokens
 
-__all__ = ["ESTIMATORS", "NoisedBatch", "TrainingLoss", "noised_batch", "training_loss"]
+__all__ = [
+    "COUNT_ESTIMATORS",
+    "ESTIMATORS",
+    "NoisedBatch",
+    "TrainingLoss",
+    "noised_batch",
+    "training_loss",
+]
 
 ESTIMATORS: tuple[str, ...] = ("cutoff", "count", "harmonic", "continuous")
+# The estimators that integrate the in-level time out: their denoiser must not see s.
+COUNT_ESTIMATORS: tuple[str, ...] = ("count", "harmonic")
 
 
 @dataclass(frozen=True)
@@ -91,10 +100,10 @@ def check_estimator(estimator: str, cutoff: float, pass_time: bool) -> None:
         )
     if estimator == "cutoff" and not 0 < cutoff < 1:
         raise DiffusionInputError(f"the cutoff ε must lie in (0, 1), got {cutoff}")
-    if estimator in ("count", "harmonic") and pass_time:
+    if estimator in COUNT_ESTIMATORS and pass_time:
         raise DiffusionInputError(
-            "the count estimator integrates the in-level time out, so it needs a denoiser that "
-            "does not see s; with time conditioning use 'continuous' or 'cutoff'"
+            f"the {estimator} estimator integrates the in-level time out, so it needs a denoiser "
+            "that does not see s; with time conditioning use 'continuous' or 'cutoff'"
         )
 
 

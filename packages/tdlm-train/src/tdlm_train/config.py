@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tdlm_diffusion import ESTIMATORS
+from tdlm_diffusion import COUNT_ESTIMATORS, ESTIMATORS
 
 from .corpus import CorpusConfig
 from .data import TreeConfig
@@ -119,7 +119,7 @@ class RunConfig:
             raise UserError(
                 "--log_every, --eval_every, --checkpoint_every, --keep_last must be >= 1"
             )
-        if self.diffusion.estimator in ("count", "harmonic") and self.model.time_conditioning:
+        if self.diffusion.estimator in COUNT_ESTIMATORS and self.model.time_conditioning:
             raise UserError(
                 f"--diffusion.estimator {self.diffusion.estimator} needs a network that does not "
                 "see s; with --model.time_conditioning use continuous or cutoff"
