@@ -116,6 +116,8 @@ def test_quality_bench(tmp_path, corpus, cache):
         minutes=0.05,  # 3 s of MDLM training per seed; TDLM then to the same time
         data=str(corpus / "*.txt"),
         allocations=("linear",),
+        trees=("embedding",),
+        level_weights=("1:1:2",),  # 300 tokens, K = 8: three levels
         seeds=(0, 1),
         eval_every=2,
         samples=2,
@@ -124,7 +126,8 @@ def test_quality_bench(tmp_path, corpus, cache):
     )
     figures = run_quality(options, log=lambda _: None)
     labels = [(run["seed"], run["label"]) for run in figures["runs"]]
-    assert labels == [(s, m) for s in (0, 1) for m in ("mdlm", "tdlm", "tdlm alloc=linear")]
+    variants = ("mdlm", "tdlm", "tdlm tree=embedding", "tdlm alloc=linear", "tdlm λ=1:1:2")
+    assert labels == [(s, m) for s in (0, 1) for m in variants]
     for run in figures["runs"]:
         budget = run["budget"]
         assert run["steps"] == budget["steps"] and run["tokens"] == budget["tokens"]
@@ -132,6 +135,13 @@ def test_quality_bench(tmp_path, corpus, cache):
         assert sum(v["level_nelbo"]) == pytest.approx(v["nelbo"])
         assert run["curve"] and run["curve"][-1]["step"] >= budget["steps"]
         assert all(0 <= e <= math.log(32) for e in run["unigram_entropy"]["per_sample"])
+        # Chain rule: every tree splits the same unigram entropy (same seed, same counts).
+        assert sum(run["tree_entropy"]) == pytest.approx(figures["runs"][0]["tree_entropy"][0])
+    # The two-stage embedding tree: a stage-1 MDLM's tokens count, its embeddings made the tree.
+    embedded = figures["runs"][2]
+    stage2 = tmp_path / "q" / "runs" / "seed0" / "ablation-0" / "stage2"
+    assert 0 < embedded["stage1"]["steps"] < embedded["steps"]
+    assert json.loads((stage2 / "config.json").read_text())["tree"]["method"] == "embedding"
     assert len(figures["runs"][0]["validation"]["level_nelbo"]) == 1
     assert len(figures["runs"][1]["validation"]["level_nelbo"]) > 1
     assert "equal_time" in figures["runs"][1]
@@ -140,7 +150,7 @@ def test_quality_bench(tmp_path, corpus, cache):
     assert verdict["mdlm"]["ratio_equal_tokens"]["values"] == [1.0, 1.0]
     ratios = [
         run["validation"]["nelbo"] / mdlm["validation"]["nelbo"]
-        for run, mdlm in ((figures["runs"][i + 1], figures["runs"][i]) for i in (0, 3))
+        for run, mdlm in ((figures["runs"][i + 1], figures["runs"][i]) for i in (0, 5))
     ]
     tdlm = verdict["tdlm"]["ratio_equal_tokens"]
     assert tdlm["values"] == pytest.approx(ratios)

@@ -35,6 +35,11 @@ def _fails(capsys, main, argv, message: str) -> None:
         ),
         ({"diffusion.allocation": "random"}, "unknown level time allocation"),
         ({"tree.method": "magic"}, "tree.method must be one of"),
+        ({"tree.method": "embedding"}, "needs tree.embeddings"),
+        (
+            {"tree.method": "embedding", "tree.embeddings": "/nonexistent"},
+            "tree.embeddings /nonexistent: neither a checkpoint nor a run folder",
+        ),
         ({"no_such.option": "1"}, "unknown option --no_such.option"),
         ({"seq_len": "4096"}, "validation split has fewer than 4096 tokens"),
     ],

@@ -35,6 +35,7 @@ __all__ = [
     "load_checkpoint",
     "latest_checkpoint",
     "list_checkpoints",
+    "resolve_checkpoint",
 ]
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
@@ -63,6 +64,17 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1][1] if found else None
+
+
+def resolve_checkpoint(path: Path, flag: str = "--checkpoint") -> Path:
+    """A checkpoint folder, or a run folder (its latest checkpoint)."""
+    path = Path(path)
+    if (path / "state.json").is_file():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise UserError(f"{flag} {path}: neither a checkpoint nor a run folder with one")
+    return latest
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -23,6 +23,7 @@ from tdlm_tree import (
     TreeError,
     VocabTree,
     cooccurrence_tree,
+    embedding_tree,
     flat_tree,
     frequency_tree,
     load_tree,
@@ -31,6 +32,7 @@ from tdlm_tree import (
 )
 
 from .atomic import replace_dir, temp_dir_beside, write_json
+from .checkpoint import resolve_checkpoint
 from .corpus import CorpusConfig, Document, corpus_fingerprint, load_documents, split_documents
 from .errors import UserError
 from .tokenizer import TextTokenizer, TokenizerConfig, load_tokenizer, train_bpe
@@ -42,17 +44,18 @@ _CACHE_VERSION = 1
 # Part of the tree cache key: bump it whenever a construction changes what it builds (2: the
 # k-means constructions became exact on every BLAS and thread count).
 _TREE_CACHE_VERSION = 2
-_TREE_METHODS = ("cooccurrence", "frequency", "random", "flat")
+_TREE_METHODS = ("cooccurrence", "frequency", "random", "embedding", "flat")
 
 
 @dataclass(frozen=True, kw_only=True)
 class TreeConfig:
     """How the vocabulary tree is made (METHOD.md §2), or ``path`` to a saved one."""
 
-    method: str = "cooccurrence"  # construction: cooccurrence | frequency | random | flat
+    method: str = "cooccurrence"  # cooccurrence | frequency | random | embedding | flat
     branching: int = 64  # K, children per node
     leaf_cluster_size: int = 0  # children per level-1 node (0: K at every level)
     seed: int = 0  # seed of the tree construction
+    embeddings: str = ""  # embedding method: a trained run whose token input embeddings to cluster
     path: str = ""  # a tree saved by tdlm-tree; overrides the fields above
 
     def __post_init__(self) -> None:
@@ -175,6 +178,36 @@ def _check_token_bytes(token_bytes: np.ndarray, stream: np.ndarray, text_bytes: 
         )
 
 
+def run_embeddings(source: str, tokenizer: TextTokenizer) -> np.ndarray:
+    """``[N, d]`` float32: the input embedding rows of the tokens in a trained run (EMA weights).
+
+    Rows ``0..N-1`` of ``embed.weight`` are the leaves (token ids) of any tree, MDLM's flat tree
+    included. The run must share this tokenizer, or its rows would name other tokens.
+    """
+    checkpoint = resolve_checkpoint(Path(source), "tree.embeddings")
+    theirs = checkpoint.parent.parent / "tokenizer.json"
+    if not theirs.is_file() or load_tokenizer(str(theirs)).fingerprint != tokenizer.fingerprint:
+        raise UserError(
+            f"tree.embeddings {source}: that run was trained with another tokenizer (or has no "
+            "tokenizer.json); train it on this corpus and tokenizer"
+        )
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(checkpoint / "ema.safetensors", framework="numpy") as f:
+            weight = f.get_tensor("embed.weight")
+    except (OSError, SafetensorError, KeyError) as error:
+        raise UserError(
+            f"tree.embeddings {checkpoint}: no readable embed.weight ({error})"
+        ) from None
+    if weight.ndim != 2 or weight.shape[0] < tokenizer.vocab_size:
+        raise UserError(
+            f"tree.embeddings {checkpoint}: embed.weight has shape {weight.shape}, expected at "
+            f"least {tokenizer.vocab_size} rows"
+        )
+    return np.ascontiguousarray(weight[: tokenizer.vocab_size], dtype=np.float32)
+
+
 def prepare_tree(config: TreeConfig, data: PreparedData, *, flat: bool = False) -> VocabTree:
     """This tokenizer's vocabulary tree: flat for MDLM, a given file, or a cached build."""
     n, fingerprint = data.tokenizer.vocab_size, data.tokenizer.fingerprint
@@ -186,7 +219,15 @@ def prepare_tree(config: TreeConfig, data: PreparedData, *, flat: bool = False) 
         except TreeError as error:
             raise UserError(f"tree.path: {error}") from None
     shape = {"leaf_cluster_size": config.leaf_cluster_size or None}
-    key = _key(_TREE_CACHE_VERSION, fingerprint, asdict(config), len(data.train_tokens))
+    vectors = None
+    identity = asdict(config)
+    if config.method == "embedding":
+        if not config.embeddings:
+            raise UserError("tree.method embedding needs tree.embeddings (a trained run folder)")
+        vectors = run_embeddings(config.embeddings, data.tokenizer)
+        # Keyed by the vectors themselves: retraining the source run rebuilds the tree.
+        identity["embeddings"] = hashlib.sha256(vectors.tobytes()).hexdigest()
+    key = _key(_TREE_CACHE_VERSION, fingerprint, identity, len(data.train_tokens))
     path = data.cache_dir / "trees" / f"{key}.npz"
     if path.is_file():
         try:
@@ -198,6 +239,15 @@ def prepare_tree(config: TreeConfig, data: PreparedData, *, flat: bool = False) 
     if config.method == "cooccurrence":
         tree = cooccurrence_tree(
             ids, n, config.branching, seed=config.seed, tokenizer_fingerprint=fingerprint, **shape
+        )
+    elif config.method == "embedding":
+        tree = embedding_tree(
+            vectors,
+            np.bincount(ids, minlength=n),
+            config.branching,
+            seed=config.seed,
+            tokenizer_fingerprint=fingerprint,
+            **shape,
         )
     elif config.method == "frequency":
         tree = frequency_tree(

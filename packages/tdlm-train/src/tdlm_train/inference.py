@@ -14,7 +14,7 @@ import torch
 from tdlm_diffusion import TreeProcess
 from tdlm_nn import TreeDiT
 
-from .checkpoint import latest_checkpoint, load_checkpoint
+from .checkpoint import load_checkpoint, resolve_checkpoint
 from .components import RunFiles, build_network, build_process, load_run_files
 from .errors import UserError
 
@@ -30,18 +30,8 @@ class Loaded:
     checkpoint: Path
 
 
-def _resolve(path: Path) -> Path:
-    """A checkpoint folder, or a run folder (its latest checkpoint)."""
-    if (path / "state.json").is_file():
-        return path
-    latest = latest_checkpoint(path)
-    if latest is None:
-        raise UserError(f"--checkpoint {path}: neither a checkpoint nor a run folder with one")
-    return latest
-
-
 def load_trained(checkpoint: str, device: torch.device, *, ema: bool = True) -> Loaded:
-    path = _resolve(Path(checkpoint))
+    path = resolve_checkpoint(Path(checkpoint))
     files = load_run_files(path.parent.parent)
     ckpt = load_checkpoint(path)
     process = build_process(files.config, files.tree, files.counts).to(device)

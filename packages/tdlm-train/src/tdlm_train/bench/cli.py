@@ -41,10 +41,12 @@ FLAGS = {
     "quality": {
         "minutes": "MDLM's training minutes; TDLM gets its tokens, then its time [8]",
         "data": "corpus source, as --data.source of apps/train [the embedded corpus]",
-        "trees": "ablation: comma-separated tree constructions (cooccurrence,frequency,random)",
+        "trees": "ablation: comma-separated constructions (frequency,random,embedding)",
         "branchings": "ablation: comma-separated branching K (e.g. 4,16)",
         "leaf_cluster_sizes": "ablation: comma-separated children per level-1 node",
         "allocations": "ablation: comma-separated level time allocations (linear,exponential)",
+        "level_weights": "ablation: comma-separated λ_h lists, leaf level first (1:2,2:1)",
+        "embedding_fraction": "trees=embedding: share of the steps for its stage-1 MDLM [0.1]",
         "seeds": "comma-separated seeds; every run is repeated per seed [0,1,2]",
         "eval_every": "steps between validations (learning-curve points) [100]",
         "samples": "generated sequences per model for the unigram entropy [8]",
@@ -53,7 +55,16 @@ FLAGS = {
     },
 }
 
-_LISTS = {"scales", "batches", "trees", "branchings", "leaf_cluster_sizes", "allocations", "seeds"}
+_LISTS = {
+    "scales",
+    "batches",
+    "trees",
+    "branchings",
+    "leaf_cluster_sizes",
+    "allocations",
+    "level_weights",
+    "seeds",
+}
 _INT_LISTS = {"batches", "branchings", "leaf_cluster_sizes", "seeds"}
 
 

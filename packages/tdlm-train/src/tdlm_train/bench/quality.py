@@ -13,14 +13,20 @@ a claim over seeds), and each ratio is taken against the same seed's MDLM:
    if it got there in less than T seconds, resumes from its checkpoint until its training time
    reaches T (equal wall-clock; the final validation). Validation time inside the loop counts
    as training time for both (TDLM's validation costs one pass per level: conservative).
-3. Each ablation (``--trees``, ``--branchings``, ``--leaf-cluster-sizes``, ``--allocations``)
-   is one more TDLM run of S steps, changing that one setting of the base TDLM.
+3. Each ablation (``--trees``, ``--branchings``, ``--leaf-cluster-sizes``, ``--allocations``,
+   ``--level-weights``) is one more TDLM run of S steps, changing that one setting of the base
+   TDLM. ``--trees embedding`` is the two-stage recipe: an MDLM trains for
+   ``--embedding-fraction`` of the S steps, the tree is built from its token input embeddings,
+   and TDLM trains the remaining steps; both stages' tokens count against the budget.
 
 Reported per label: mean ± sd over seeds of the validation NELBO and of its ratio to MDLM at
-equal tokens (and, for the base TDLM, at equal wall-clock). Reported per run: validation NELBO,
-perplexity (bound), bits per byte, per-level NELBO, the learning curves (``metrics.jsonl``)
-against tokens and wall-clock time, and the unigram entropy of each generated sample (nats;
-``-Σ p log p`` over the sample's token frequencies: low values flag repetitive text), optionally
+equal tokens (and, for the base TDLM, at equal wall-clock), and the diagnosis: each level's
+NELBO beside its tree's unigram conditional entropy ``H(A_h | A_{h+1})`` (``tdlm_tree.stats``;
+the difference is what the network learned from context at that level). Reported per run:
+validation NELBO, perplexity (bound), bits per byte, per-level NELBO, the learning curves
+(``metrics.jsonl``) against tokens and wall-clock time, and the unigram entropy of each
+generated sample (nats; ``-Σ p log p`` over the sample's token frequencies: low values flag
+repetitive text), optionally
 generative perplexity (:mod:`tdlm_train.genppl`). Samples come from each run's final EMA weights
 (the base TDLM's: after the equal wall-clock phase).
 """
@@ -36,7 +42,9 @@ from pathlib import Path
 import torch
 
 from tdlm_diffusion import SamplerConfig
+from tdlm_tree import conditional_entropies
 
+from ..components import load_run_files
 from ..config import RunConfig, preset
 from ..errors import UserError
 from ..evaluate import Validation, sample_texts
@@ -57,6 +65,8 @@ class QualityOptions:
     branchings: tuple[int, ...] = ()  # ablation: branching K besides 64
     leaf_cluster_sizes: tuple[int, ...] = ()  # ablation: children per level-1 node
     allocations: tuple[str, ...] = ()  # ablation: level time allocations besides uniform
+    level_weights: tuple[str, ...] = ()  # ablation: training weights λ_h, leaf level first (1:2)
+    embedding_fraction: float = 0.1  # tree=embedding: share of the steps its stage-1 MDLM trains
     seeds: tuple[int, ...] = (0, 1, 2)  # every run is repeated with each seed
     eval_every: int = 100  # steps between validations (the learning curves' points)
     samples: int = 8  # generated sequences per model for the unigram entropy
@@ -80,7 +90,17 @@ def _variants(options: QualityOptions) -> list[tuple[str, dict[str, str]]]:
         (f"tdlm leaf={c}", {"tree.leaf_cluster_size": str(c)}) for c in options.leaf_cluster_sizes
     ]
     out += [(f"tdlm alloc={a}", {"diffusion.allocation": a}) for a in options.allocations]
+    out += [
+        (f"tdlm λ={w}", {"diffusion.level_weights": w.replace(":", ",")})
+        for w in options.level_weights
+    ]
     return out
+
+
+def _tree_entropies(run_dir: Path) -> list[float]:
+    """``H(A_h | A_{h+1})`` per level (nats) of the run's tree under its training unigram."""
+    files = load_run_files(run_dir)
+    return conditional_entropies(files.tree, files.counts).tolist()
 
 
 def _config(options: QualityOptions, run_dir: Path, changes: dict[str, str]) -> RunConfig:
@@ -97,8 +117,12 @@ def _config(options: QualityOptions, run_dir: Path, changes: dict[str, str]) -> 
 
 
 def _val_records(
-    run_dir: Path, offset_after: int | None = None, offset: float = 0.0
+    run_dir: Path,
+    offset_after: int | None = None,
+    offset: float = 0.0,
+    prior: tuple[int, int] = (0, 0),
 ) -> list:
+    """Validation records; ``prior`` = (steps, tokens) trained before this run (a stage 1)."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     curve = []
     for r in records:
@@ -108,8 +132,8 @@ def _val_records(
         shift = offset if offset_after is not None and r["step"] > offset_after else 0.0
         curve.append(
             {
-                "step": r["step"],
-                "tokens": r["tokens"],
+                "step": r["step"] + prior[0],
+                "tokens": r["tokens"] + prior[1],
                 "seconds": r["seconds"] + shift,
                 "nelbo": r["nelbo"],
                 "level_nelbo": r["level_nelbo"],
@@ -157,6 +181,7 @@ def _figures(label: str, validation: Validation | None, run, extra: dict) -> dic
         "seconds": run.seconds,
         "tokens_per_second": run.tokens_per_second,
         "validation": dataclasses.asdict(validation) if validation else None,
+        "tree_entropy": _tree_entropies(run.run_dir),
         **extra,
     }
 
@@ -212,22 +237,50 @@ def _seed_runs(options: QualityOptions, seed: int, runs_dir: Path, device, log) 
     )
     for i, (label, changes) in enumerate(_variants(options)):
         log(f"seed {seed} {label}: {steps} steps")
+        run_dir, stage1 = runs_dir / f"ablation-{i}", None
+        if changes.get("tree.method") == "embedding":
+            stage1 = _embedding_stage(options, seeded, steps, run_dir / "stage1", log)
+            changes = {**changes, "tree.embeddings": str(stage1.run_dir)}
+            run_dir = run_dir / "stage2"
+        left = steps - (stage1.steps if stage1 else 0)
         config = _config(
             options,
-            runs_dir / f"ablation-{i}",
-            {**seeded, "model.kind": "tdlm", "max_steps": str(steps), "minutes": "0", **changes},
+            run_dir,
+            {**seeded, "model.kind": "tdlm", "max_steps": str(left), "minutes": "0", **changes},
         )
         run = train(config)
-        runs.append(
-            _figures(
-                label,
-                run.validation,
-                run,
-                {"curve": _val_records(run.run_dir), **_generated(run.run_dir, options, device)},
-            )
+        prior = (stage1.steps, stage1.tokens) if stage1 else (0, 0)
+        extra = {"curve": _val_records(run.run_dir, prior=prior)}
+        if stage1:
+            extra["stage1"] = {
+                "steps": stage1.steps,
+                "tokens": stage1.tokens,
+                "seconds": stage1.seconds,
+            }
+        figures = _figures(
+            label, run.validation, run, {**extra, **_generated(run.run_dir, options, device)}
         )
+        if stage1:  # the budget is both stages' tokens and time
+            figures["steps"] += stage1.steps
+            figures["tokens"] += stage1.tokens
+            figures["seconds"] += stage1.seconds
+        runs.append(figures)
     budget_figures = {"steps": steps, "tokens": mdlm.tokens, "mdlm_seconds": budget}
     return [{"seed": seed, "budget": budget_figures, **run} for run in runs]
+
+
+def _embedding_stage(options: QualityOptions, seeded: dict, steps: int, run_dir: Path, log):
+    """Stage 1 of the two-stage embedding tree: a brief MDLM whose input embeddings are used."""
+    first = max(1, round(options.embedding_fraction * steps))
+    if first >= steps:
+        raise UserError("--embedding-fraction leaves no steps for the TDLM stage")
+    log(f"  stage 1: MDLM for {first} of the {steps} steps (its embeddings make the tree)")
+    config = _config(
+        options,
+        run_dir,
+        {**seeded, "model.kind": "mdlm", "max_steps": str(first), "minutes": "0"},
+    )
+    return train(config)
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -254,6 +307,10 @@ def _verdict(runs: list[dict]) -> dict:
                 statistics.fmean(levels)
                 for levels in zip(*(r["validation"]["level_nelbo"] for r in mine), strict=True)
             ],
+            "tree_entropy": [
+                statistics.fmean(levels)
+                for levels in zip(*(r["tree_entropy"] for r in mine), strict=True)
+            ],
             "tokens_per_second": statistics.fmean(r["tokens_per_second"] for r in mine),
         }
         timed = [r for r in mine if r.get("equal_time", {}).get("validation")]
@@ -268,6 +325,8 @@ def run_quality(options: QualityOptions, log=print) -> dict:
     """Train the runs of the module doc for every seed; write quality.json/.md/.png."""
     if options.minutes <= 0 or options.samples < 1 or not options.seeds:
         raise UserError("--minutes must be > 0, --samples >= 1 and --seeds non-empty")
+    if not 0 < options.embedding_fraction < 1:
+        raise UserError("--embedding-fraction must lie in (0, 1)")
     runs_dir = options.out_dir / "runs"
     if runs_dir.exists():
         raise UserError(f"{runs_dir} exists; choose another --out")
@@ -320,6 +379,21 @@ def quality_markdown(figures: dict) -> str:
         ],
         summary_rows,
     )
+    diagnosis = markdown_table(
+        ["run", "per level h (leaf level first): NELBO L_h vs unigram H(A_h | A_h+1), nats"],
+        [
+            [
+                label,
+                "; ".join(
+                    f"h={h}: {loss:.3f} vs {entropy:.3f} (context saves {entropy - loss:.3f})"
+                    for h, (loss, entropy) in enumerate(
+                        zip(v["level_nelbo"], v["tree_entropy"], strict=True)
+                    )
+                ),
+            ]
+            for label, v in verdict.items()
+        ],
+    )
     rows = []
     for run in runs:
         v, b = run["validation"], run["budget"]
@@ -367,6 +441,9 @@ def quality_markdown(figures: dict) -> str:
             f"{env['device']} {env['device_name']}, {env['threads']} torch thread(s), torch "
             f"{env['torch']}, {env['date']}, commit {env['git_commit']}.",
             summary,
+            "Where the NELBO goes (means over seeds): each level's NELBO beside the entropy its "
+            "choices would have with no context (the tree's unigram conditional entropy):",
+            diagnosis,
             "Per seed:",
             markdown_table(header, rows),
         ]
@@ -409,8 +486,14 @@ def _plot(runs: list[dict], path: Path) -> None:
         levels.bar(labels, heights, bottom=bottom, label=f"L_{h}")
         bottom = [b + x for b, x in zip(bottom, heights, strict=True)]
     sds = [verdict[label]["nelbo"]["sd"] for label in labels]
-    levels.errorbar(labels, bottom, yerr=[0 if math.isnan(sd) else sd for sd in sds], fmt="none",
-                    ecolor="black", capsize=4)
+    levels.errorbar(
+        labels,
+        bottom,
+        yerr=[0 if math.isnan(sd) else sd for sd in sds],
+        fmt="none",
+        ecolor="black",
+        capsize=4,
+    )
     levels.set(ylabel="nats/token", title="validation NELBO per level (equal tokens, mean)")
     levels.tick_params(axis="x", rotation=30, labelsize=7)
     levels.legend(fontsize=7)
