@@ -451,10 +451,28 @@ def quality_markdown(figures: dict) -> str:
 
 
 def _plot(runs: list[dict], path: Path) -> None:
-    """Learning curves (one line per run and seed, one colour per label) and per-level bars
-    (the mean over seeds, with the sd of the total as an error bar)."""
+    """Learning curves (one line per run and seed, one colour per label), the base TDLM's
+    per-level curves, and per-level bars (the mean over seeds, the sd of the total as error)."""
     plt = pyplot()
-    fig, (by_tokens, by_time, levels) = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig, (by_tokens, by_time, per_level, levels) = plt.subplots(1, 4, figsize=(21, 4.5))
+    for run in runs:
+        if run["label"] != "tdlm":
+            continue
+        first = run["seed"] == runs[0]["seed"]
+        tokens = [r["tokens"] for r in run["curve"]]
+        for h in range(len(run["curve"][0]["level_nelbo"])):
+            values = [r["level_nelbo"][h] for r in run["curve"]]
+            per_level.plot(
+                tokens, values, "o-", color=f"C{h}", ms=2, lw=1, label=f"L_{h}" if first else None
+            )
+            if first:  # the no-context reference: the tree's unigram conditional entropy
+                per_level.axhline(run["tree_entropy"][h], color=f"C{h}", ls=":", lw=1)
+    per_level.set(
+        xlabel="training tokens",
+        ylabel="nats/token",
+        title="base TDLM per level (dotted: unigram H(A_h | A_h+1))",
+    )
+    per_level.legend(fontsize=7)
     labels = list(dict.fromkeys(run["label"] for run in runs))
     colours = {label: f"C{i}" for i, label in enumerate(labels)}
     for run in runs:
