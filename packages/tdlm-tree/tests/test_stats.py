@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from tdlm_tree import (
     TreeError,
+    conditional_cross_entropies,
     conditional_entropies,
     flat_tree,
     format_stats,
@@ -27,6 +28,33 @@ def test_level_entropies_sum_to_the_unigram_entropy(tree, seed, sparse):
     h = conditional_entropies(tree, counts)
     assert (h >= -1e-12).all()
     np.testing.assert_allclose(h.sum(), unigram_entropy(counts), rtol=1e-10, atol=1e-12)
+
+
+@given(any_trees(500), st.integers(0, 10**6))
+def test_cross_entropies_of_the_counted_tokens_are_the_entropies(tree, seed):
+    # Scored on the very tokens that were counted, without smoothing, the per-level
+    # cross-entropies are the conditional entropies level by level (not only in sum).
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, tree.vocab_size, size=rng.integers(1, 300))
+    counts = np.bincount(tokens, minlength=tree.vocab_size)
+    np.testing.assert_allclose(
+        conditional_cross_entropies(tree, counts, tokens, smoothing=0),
+        conditional_entropies(tree, counts),
+        rtol=1e-9,
+        atol=1e-12,
+    )
+
+
+@given(any_trees(500), st.integers(0, 10**6))
+def test_cross_entropies_telescope_and_stay_finite(tree, seed):
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 5, tree.vocab_size).astype(float)  # unseen tokens included
+    counts[0] += 1
+    tokens = rng.integers(0, tree.vocab_size, size=50)
+    levels = conditional_cross_entropies(tree, counts, tokens)
+    q = (counts + 0.5) / (counts + 0.5).sum()
+    assert np.isfinite(levels).all() and (levels >= -1e-12).all()
+    np.testing.assert_allclose(levels.sum(), -np.log(q[tokens]).mean(), rtol=1e-10)
 
 
 def test_hand_computed_case():
@@ -63,3 +91,5 @@ def test_bad_counts():
         conditional_entropies(random_tree(10, 2), np.ones(9))
     with pytest.raises(TreeError, match="not all zero"):
         conditional_entropies(random_tree(10, 2), np.zeros(10))
+    with pytest.raises(TreeError, match="token ids"):
+        conditional_cross_entropies(random_tree(10, 2), np.ones(10), np.array([10]))

@@ -11,7 +11,14 @@ from .cluster import balanced_kmeans, within_group_sq_distance
 from .cooccurrence import cooccurrence_tree, cooccurrence_vectors
 from .io import FORMAT_VERSION, load_tree, save_tree
 from .shape import group_sizes, level_sizes_for, resolve_branching
-from .stats import LevelStats, conditional_entropies, format_stats, level_stats, unigram_entropy
+from .stats import (
+    LevelStats,
+    conditional_cross_entropies,
+    conditional_entropies,
+    format_stats,
+    level_stats,
+    unigram_entropy,
+)
 from .tree import TreeError, VocabTree
 
 __version__ = "0.1.0"
@@ -22,6 +29,7 @@ __all__ = [
     "TreeError",
     "VocabTree",
     "balanced_kmeans",
+    "conditional_cross_entropies",
     "conditional_entropies",
     "cooccurrence_tree",
     "cooccurrence_vectors",

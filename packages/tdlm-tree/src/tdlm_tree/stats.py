@@ -6,7 +6,9 @@ has conditional entropy ``H(A_h | A_{h+1}) = sum_u p(u) H(p(. | u))``. Because `
 function of ``A_h`` the chain rule telescopes: ``sum_h H(A_h | A_{h+1}) = H(A_0) = H(unigram)``.
 A good tree puts most of that entropy at the levels its network predicts well; the split is the
 cheap, data-only counterpart of the per-level NELBO (METHOD.md §4 "Reporting").
-All entropies are in nats.
+:func:`conditional_cross_entropies` scores held-out tokens with the same per-level unigram model:
+the per-level NELBO a network that ignores all context would get on them, hence the reference a
+model's per-level validation NELBO is measured against. All entropies are in nats.
 """
 
 from dataclasses import dataclass
@@ -16,7 +18,14 @@ import numpy as np
 
 from .tree import TreeError, VocabTree
 
-__all__ = ["LevelStats", "conditional_entropies", "level_stats", "unigram_entropy", "format_stats"]
+__all__ = [
+    "LevelStats",
+    "conditional_entropies",
+    "conditional_cross_entropies",
+    "level_stats",
+    "unigram_entropy",
+    "format_stats",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +69,31 @@ def conditional_entropies(tree: VocabTree, counts: Any) -> np.ndarray:
         entropies[h] = float((p_up * per_parent).sum())
         p = p_up
     return entropies
+
+
+def conditional_cross_entropies(
+    tree: VocabTree, counts: Any, tokens: Any, *, smoothing: float = 0.5
+) -> np.ndarray:
+    """``[H]``: mean ``-log q(a_h(x) | a_{h+1}(x))`` over ``tokens`` (nats), ``q`` the unigram of
+    ``counts + smoothing`` (add-``smoothing``, default Jeffreys: a token never counted stays
+    finite). Sums over levels to the tokens' unigram cross-entropy under ``q``."""
+    if not (np.isfinite(smoothing) and smoothing >= 0):
+        raise TreeError(f"smoothing must be finite and >= 0, got {smoothing}")
+    q = _probabilities(tree, np.asarray(counts, dtype=np.float64) + smoothing)
+    ids = np.asarray(tokens)
+    if ids.ndim != 1 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
+        raise TreeError(f"tokens must be a non-empty 1-D integer array, got shape {ids.shape}")
+    if ids.min() < 0 or ids.max() >= tree.vocab_size:
+        raise TreeError(f"token ids must lie in 0..{tree.vocab_size - 1}")
+    path = tree.ancestors[ids.astype(np.int64)]  # [T, H+1]: each token's node at every level
+    out = np.empty(tree.depth)
+    node_q = q
+    for h in range(tree.depth):
+        up_q = np.bincount(tree.parents[h], weights=node_q, minlength=tree.level_sizes[h + 1])
+        with np.errstate(divide="ignore"):
+            out[h] = float(-np.log(node_q[path[:, h]] / up_q[path[:, h + 1]]).mean())
+        node_q = up_q
+    return out
 
 
 def unigram_entropy(counts: Any) -> float:

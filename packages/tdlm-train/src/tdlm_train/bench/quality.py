@@ -39,13 +39,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from tdlm_diffusion import SamplerConfig
-from tdlm_tree import conditional_entropies
+from tdlm_tree import conditional_cross_entropies, conditional_entropies
 
 from ..components import load_run_files
 from ..config import RunConfig, preset
+from ..data import prepare_data
 from ..errors import UserError
 from ..evaluate import Validation, sample_texts
 from ..inference import load_trained
@@ -54,7 +56,7 @@ from ..runtime import pick_device
 from ..trainer import train
 from .report import environment, markdown_table, pyplot, write_report
 
-__all__ = ["QualityOptions", "run_quality", "unigram_entropy"]
+__all__ = ["QualityOptions", "run_quality", "unigram_entropy", "level_references"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,10 +99,22 @@ def _variants(options: QualityOptions) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
-def _tree_entropies(run_dir: Path) -> list[float]:
-    """``H(A_h | A_{h+1})`` per level (nats) of the run's tree under its training unigram."""
+def level_references(run_dir: Path) -> dict[str, list[float]]:
+    """What each level of a run's tree is worth with no context, per level h (nats):
+
+    * ``tree_entropy``: ``H(A_h | A_{h+1})`` under the training unigram (``tdlm_tree.stats``);
+    * ``unigram_val_nll``: the validation tokens scored by that unigram (Jeffreys-smoothed) —
+      the per-level NELBO of a network that ignores all context, so ``unigram_val_nll[h] -
+      level_nelbo[h]`` is what the network has learned from context at level h.
+    """
     files = load_run_files(run_dir)
-    return conditional_entropies(files.tree, files.counts).tolist()
+    config = files.config
+    data = prepare_data(config.data, config.tokenizer, Path(config.cache_dir))
+    val = np.asarray(data.val_tokens, dtype=np.int64)
+    return {
+        "tree_entropy": conditional_entropies(files.tree, files.counts).tolist(),
+        "unigram_val_nll": conditional_cross_entropies(files.tree, files.counts, val).tolist(),
+    }
 
 
 def _config(options: QualityOptions, run_dir: Path, changes: dict[str, str]) -> RunConfig:
@@ -176,12 +190,13 @@ def _generated(run_dir: Path, options: QualityOptions, device: torch.device) -> 
 def _figures(label: str, validation: Validation | None, run, extra: dict) -> dict:
     return {
         "label": label,
+        "run_dir": str(run.run_dir),
         "steps": run.steps,
         "tokens": run.tokens,
         "seconds": run.seconds,
         "tokens_per_second": run.tokens_per_second,
         "validation": dataclasses.asdict(validation) if validation else None,
-        "tree_entropy": _tree_entropies(run.run_dir),
+        **level_references(run.run_dir),
         **extra,
     }
 
@@ -307,10 +322,12 @@ def _verdict(runs: list[dict]) -> dict:
                 statistics.fmean(levels)
                 for levels in zip(*(r["validation"]["level_nelbo"] for r in mine), strict=True)
             ],
-            "tree_entropy": [
-                statistics.fmean(levels)
-                for levels in zip(*(r["tree_entropy"] for r in mine), strict=True)
-            ],
+            **{
+                key: [
+                    statistics.fmean(levels) for levels in zip(*(r[key] for r in mine), strict=True)
+                ]
+                for key in ("tree_entropy", "unigram_val_nll")
+            },
             "tokens_per_second": statistics.fmean(r["tokens_per_second"] for r in mine),
         }
         timed = [r for r in mine if r.get("equal_time", {}).get("validation")]
@@ -344,6 +361,21 @@ def run_quality(options: QualityOptions, log=print) -> dict:
     _plot(runs, options.out_dir / "quality.png")
     write_report(options.out_dir, "quality", figures, quality_markdown(figures))
     return figures
+
+
+def level_table(figures: dict) -> str:
+    """One cell: per level, the NELBO beside its no-context references (``level_references``)."""
+    return "; ".join(
+        f"h={h}: {loss:.3f} vs {nll:.3f} ({loss - nll:+.3f}; H {entropy:.3f})"
+        for h, (loss, nll, entropy) in enumerate(
+            zip(
+                figures["level_nelbo"],
+                figures["unigram_val_nll"],
+                figures["tree_entropy"],
+                strict=True,
+            )
+        )
+    )
 
 
 def _pm(spread: dict, digits: int = 3) -> str:
@@ -380,19 +412,12 @@ def quality_markdown(figures: dict) -> str:
         summary_rows,
     )
     diagnosis = markdown_table(
-        ["run", "per level h (leaf level first): NELBO L_h vs unigram H(A_h | A_h+1), nats"],
         [
-            [
-                label,
-                "; ".join(
-                    f"h={h}: {loss:.3f} vs {entropy:.3f} (context saves {entropy - loss:.3f})"
-                    for h, (loss, entropy) in enumerate(
-                        zip(v["level_nelbo"], v["tree_entropy"], strict=True)
-                    )
-                ),
-            ]
-            for label, v in verdict.items()
+            "run",
+            "per level h, leaf level first: val NELBO L_h vs the no-context NLL (difference; "
+            "H(A_h | A_h+1) on train)",
         ],
+        [[label, level_table(v)] for label, v in verdict.items()],
     )
     rows = []
     for run in runs:
@@ -441,8 +466,9 @@ def quality_markdown(figures: dict) -> str:
             f"{env['device']} {env['device_name']}, {env['threads']} torch thread(s), torch "
             f"{env['torch']}, {env['date']}, commit {env['git_commit']}.",
             summary,
-            "Where the NELBO goes (means over seeds): each level's NELBO beside the entropy its "
-            "choices would have with no context (the tree's unigram conditional entropy):",
+            "Where the NELBO goes (means over seeds): each level's validation NELBO beside what a "
+            "network that ignores all context would score there (the training unigram on the "
+            "validation tokens), their difference, and the tree's conditional entropy:",
             diagnosis,
             "Per seed:",
             markdown_table(header, rows),
@@ -465,12 +491,12 @@ def _plot(runs: list[dict], path: Path) -> None:
             per_level.plot(
                 tokens, values, "o-", color=f"C{h}", ms=2, lw=1, label=f"L_{h}" if first else None
             )
-            if first:  # the no-context reference: the tree's unigram conditional entropy
-                per_level.axhline(run["tree_entropy"][h], color=f"C{h}", ls=":", lw=1)
+            if first:  # the no-context reference: the unigram on the validation tokens
+                per_level.axhline(run["unigram_val_nll"][h], color=f"C{h}", ls=":", lw=1)
     per_level.set(
         xlabel="training tokens",
         ylabel="nats/token",
-        title="base TDLM per level (dotted: unigram H(A_h | A_h+1))",
+        title="base TDLM per level (dotted: no-context unigram NLL)",
     )
     per_level.legend(fontsize=7)
     labels = list(dict.fromkeys(run["label"] for run in runs))
