@@ -415,7 +415,7 @@ def quality_markdown(figures: dict) -> str:
         [
             "run",
             "per level h, leaf level first: val NELBO L_h vs the no-context NLL (difference; "
-            "H(A_h | A_h+1) on train)",
+            "the tree's conditional entropy H on train)",
         ],
         [[label, level_table(v)] for label, v in verdict.items()],
     )
@@ -478,7 +478,7 @@ def quality_markdown(figures: dict) -> str:
 
 def _plot(runs: list[dict], path: Path) -> None:
     """Learning curves (one line per run and seed, one colour per label), the base TDLM's
-    per-level curves, and per-level bars (the mean over seeds, the sd of the total as error)."""
+    per-level curves, and what each level learned from context (mean over seeds)."""
     plt = pyplot()
     fig, (by_tokens, by_time, per_level, levels) = plt.subplots(1, 4, figsize=(21, 4.5))
     for run in runs:
@@ -519,16 +519,18 @@ def _plot(runs: list[dict], path: Path) -> None:
     )
     for ax in (by_tokens, by_time):
         ax.legend(fontsize=7)
+    # What each level learned from context: its no-context NLL minus its NELBO, stacked, so a
+    # bar's height is the whole model's gain over the unigram (the sd over seeds as error bar).
     verdict = _verdict(runs)
     depth = max(len(v["level_nelbo"]) for v in verdict.values())
     bottom = [0.0] * len(labels)
     for h in range(depth):
-        heights = [
-            verdict[label]["level_nelbo"][h] if h < len(verdict[label]["level_nelbo"]) else 0.0
-            for label in labels
+        gains = [
+            v["unigram_val_nll"][h] - v["level_nelbo"][h] if h < len(v["level_nelbo"]) else 0.0
+            for v in (verdict[label] for label in labels)
         ]
-        levels.bar(labels, heights, bottom=bottom, label=f"L_{h}")
-        bottom = [b + x for b, x in zip(bottom, heights, strict=True)]
+        levels.bar(labels, gains, bottom=bottom, label=f"level {h}")
+        bottom = [b + g for b, g in zip(bottom, gains, strict=True)]
     sds = [verdict[label]["nelbo"]["sd"] for label in labels]
     levels.errorbar(
         labels,
@@ -538,7 +540,10 @@ def _plot(runs: list[dict], path: Path) -> None:
         ecolor="black",
         capsize=4,
     )
-    levels.set(ylabel="nats/token", title="validation NELBO per level (equal tokens, mean)")
+    levels.set(
+        ylabel="nats/token below the unigram",
+        title="learned from context, per level (equal tokens, mean)",
+    )
     levels.tick_params(axis="x", rotation=30, labelsize=7)
     levels.legend(fontsize=7)
     fig.tight_layout()
