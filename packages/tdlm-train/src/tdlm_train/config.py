@@ -144,7 +144,11 @@ class RunConfig:
 
 
 def tiny() -> RunConfig:
-    """The out-of-the-box run: tiny TDLM on the standard library's sources, CPU, minutes."""
+    """The out-of-the-box run: tiny TDLM on the standard library's sources, CPU, minutes.
+
+    No alternative to its tree and schedule (co-occurrence, K = 64, uniform allocation, λ = 1)
+    beat them on both code and prose (docs/benchmarks.md, issue 10).
+    """
     return RunConfig()
 
 
