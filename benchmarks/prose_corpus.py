@@ -14,7 +14,7 @@ documents; the front matter before chapter 1 is dropped) and ``<out>/manifest.js
 hashes, per-novel counts). Use it as ``--data.source '<out>/**/*.txt'``; the train/validation split
 is the corpus loader's fixed one, a keyed hash of each document's path relative to ``<out>``
 (5% of chapters in validation by default), so it is the same on every machine. The text is not
-committed; the folder is written atomically (a temporary folder renamed into place).
+committed; the folder is written atomically (``tdlm_train.atomic``).
 """
 
 import argparse
@@ -24,13 +24,13 @@ import io
 import json
 import lzma
 import re
-import shutil
 import struct
 import tarfile
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
+
+from tdlm_train.atomic import replace_dir, temp_dir_beside
 
 DEB_URL = (
     "https://deb.debian.org/debian/pool/main/r/r-cran-janeaustenr/"
@@ -108,12 +108,11 @@ class _RReader:
             n = self._int()
             return None if n == -1 else self._bytes(n).decode("utf-8", errors="replace")
         if kind == 2:  # LISTSXP (pairlist): attributes, tag, car, then cdr
-            attrs = self.read() if has_attr else None
+            if has_attr:
+                self.read()  # a pairlist's own attributes: not needed here
             tag = self.read() if has_tag else None
             out = [(tag, self.read())]
-            rest = self.read()
-            del attrs
-            return out + (rest or [])
+            return out + (self.read() or [])
         if kind in (16, 19, 20):  # STRSXP, VECSXP, EXPRSXP
             value = [self.read() for _ in range(self._int())]
         elif kind in (10, 13):  # LGLSXP, INTSXP
@@ -187,7 +186,7 @@ def main() -> None:
     if digest != DEB_SHA256:
         raise SystemExit(f"package SHA-256 {digest} is not the pinned {DEB_SHA256}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".prose-", dir=args.out.parent))
+    tmp = temp_dir_beside(args.out)
     counts, text_hash = {}, hashlib.sha256()
     for name, lines in novels(deb).items():
         texts = chapters(lines)
@@ -207,9 +206,7 @@ def main() -> None:
         "novels": counts,
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    tmp.rename(args.out)
+    replace_dir(tmp, args.out)
     print(
         f"{manifest['documents']} chapters, {manifest['bytes'] / 1e6:.2f} MB -> {args.out}/ "
         f"(text SHA-256 {manifest['text_sha256'][:16]}); use --data.source '{args.out}/**/*.txt'"
