@@ -16,6 +16,7 @@ On the CPU everything is fp32.
 """
 
 import dataclasses
+from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .attention import ATTENTION_BACKENDS, resolve_attention
 from .heads import NodeEmbedding, TreeHead
@@ -88,6 +90,14 @@ class DiTBackbone(nn.Module):
 
     The part worth ``torch.compile``-ing: a pure function of ``(x, c)`` with no data-dependent
     control flow.
+
+    Activation checkpointing (``checkpointed``, a set of block indices; empty by default): a
+    checkpointed block keeps only its input for the backward pass and recomputes its inside
+    there, trading one more forward of that block for its activations (about 62 D bf16 bytes
+    per token). Non-reentrant ``torch.utils.checkpoint`` with the RNG state preserved, so the
+    recomputed dropout masks equal the forward's and the gradients are those of the plain
+    block. It changes memory and time, never the function, so it is a runtime setting
+    (:meth:`TreeDiT.checkpoint_blocks`) and not part of :class:`DiTConfig`.
     """
 
     def __init__(self, config: DiTConfig) -> None:
@@ -104,11 +114,16 @@ class DiTBackbone(nn.Module):
         self.modulation = nn.Linear(config.cond_dim, 2 * config.width)
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
+        self.checkpointed: frozenset[int] = frozenset()
 
     def forward(self, x: Float[Tensor, "b l d"], c: Float[Tensor, "b c"]) -> Float[Tensor, "b l d"]:
         cos, sin = rotary_tables(x.shape[1], self.head_dim, self.rotary_base, x.device)
-        for block in self.blocks:
-            x = block(x, c, cos, sin)
+        recompute = torch.is_grad_enabled()  # without a backward pass there is nothing to save
+        for i, block in enumerate(self.blocks):
+            if recompute and i in self.checkpointed:
+                x = checkpoint(block, x, c, cos, sin, use_reentrant=False)
+            else:
+                x = block(x, c, cos, sin)
         shift, scale = self.modulation(c).chunk(2, dim=-1)
         return modulate(self.norm(x), shift, scale)
 
@@ -139,6 +154,31 @@ class TreeDiT(nn.Module):
     def attention_backend(self) -> str:
         """The concrete attention backend the last forward pass used."""
         return self.backbone.blocks[0].backend
+
+    def checkpoint_blocks(self, blocks: Iterable[int] | str) -> None:
+        """Recompute these blocks' activations in the backward pass (see :class:`DiTBackbone`).
+
+        ``blocks``: block indices (negative ones count from the end, as in Python), ``"all"`` or
+        ``"none"``/empty. Replaces the previous choice.
+        """
+        n = self.config.n_blocks
+        if isinstance(blocks, str):
+            if blocks not in ("all", "none"):
+                raise ValueError(
+                    f"checkpoint_blocks takes indices, 'all' or 'none', not {blocks!r}"
+                )
+            chosen = range(n) if blocks == "all" else ()
+        else:
+            chosen = list(blocks)
+        bad = [i for i in chosen if not -n <= i < n]
+        if bad:
+            raise ValueError(f"checkpoint_blocks: no block {bad} in a {n}-block model")
+        self.backbone.checkpointed = frozenset(i % n for i in chosen)
+
+    @property
+    def checkpointed_blocks(self) -> tuple[int, ...]:
+        """The blocks recomputed in the backward pass, in order."""
+        return tuple(sorted(self.backbone.checkpointed))
 
     def _set_attention(self, device: torch.device) -> None:
         # Decided eagerly, outside any compiled region (a compiled backbone then guards on it).
