@@ -30,7 +30,7 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # a pure factory: safe to share with module-scoped fixtures
 def small_args(corpus, cache):
     """Options for a seconds-long CPU run: 1-block tiny model, 300-token BPE, short blocks."""
 

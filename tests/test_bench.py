@@ -56,13 +56,21 @@ def test_memory_bench(tmp_path, monkeypatch):
     monkeypatch.setitem(memory.SCALES, LOGIT_HEAVY.name, LOGIT_HEAVY)
     options = MemoryOptions(scales=(LOGIT_HEAVY.name,), batches=(2,), out_dir=tmp_path)
     figures = run_memory(options, log=lambda _: None)
-    peaks = {r["model"]: r["peak_bytes"] for r in figures["measurements"]}
-    assert peaks["mdlm-chunked"] < peaks["mdlm"] and peaks["tdlm"] < peaks["mdlm"]
-    for row in figures["measurements"]:
+    rows = figures["measurements"]
+    peaks = {(r["model"], r["checkpointed"]): r["peak_bytes"] for r in rows}
+    for mode in (False, True):
+        assert peaks[("mdlm-chunked", mode)] < peaks[("mdlm", mode)]
+        assert peaks[("tdlm", mode)] < peaks[("mdlm", mode)]
+    for model in MODELS:  # recomputing blocks holds less than saving their activations
+        assert peaks[(model, True)] < peaks[(model, False)]
+    for row in rows:
         assert 1 / 1.5 < row["peak_bytes"] / row["analytic"]["total"] < 1.5, row
     saved = json.loads((tmp_path / "memory.json").read_text())
     assert {"torch", "device", "threads", "date", "git_commit"} <= set(saved["environment"])
-    assert set(saved["paper_regime_analytic"]) == set(MODELS)
+    regime = saved["paper_regime_analytic"]
+    assert {(r["model"], r["checkpointing"], r["gpus"]) for r in regime} == {
+        (m, c, g) for m in MODELS for c in ("off", "all") for g in (1, 8)
+    }
     assert "TDLM / chunked" in (tmp_path / "memory.md").read_text()
     assert (tmp_path / "memory.png").stat().st_size > 0
 
@@ -73,6 +81,17 @@ def test_analytic_head_term_scales_with_logits():
     assert two["head"] == 2 * one["head"] and two["states"] == one["states"]
     chunked = memory.analytic_peak("mdlm-chunked", paper, 16, "bf16")
     assert chunked["head"] * 8 == memory.analytic_peak("mdlm", paper, 16, "bf16")["head"]
+
+
+def test_analytic_checkpointing_and_sharding_shrink_their_terms_only():
+    paper = contenders.SCALES["paper"]
+    plain = memory.analytic_peak("tdlm", paper, 16, "bf16")
+    recomputed = memory.analytic_peak("tdlm", paper, 16, "bf16", checkpointed=True)
+    sharded = memory.analytic_peak("tdlm", paper, 16, "bf16", world_size=8)
+    assert recomputed["activations"] < plain["activations"] / 4
+    assert recomputed["states"] == plain["states"] and recomputed["head"] == plain["head"]
+    assert plain["states"] / 8 < sharded["states"] < plain["states"] / 4
+    assert sharded["activations"] == plain["activations"]
 
 
 def test_throughput_bench(tmp_path, monkeypatch):

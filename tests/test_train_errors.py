@@ -40,6 +40,8 @@ def _fails(capsys, main, argv, message: str) -> None:
             {"tree.method": "embedding", "tree.embeddings": "/nonexistent"},
             "tree.embeddings /nonexistent: neither a checkpoint nor a run folder",
         ),
+        ({"model.checkpoint_blocks": "first"}, "takes all, none or block indices"),
+        ({"model.checkpoint_blocks": "0,7"}, "no block [7] in a"),
         ({"no_such.option": "1"}, "unknown option --no_such.option"),
         ({"seq_len": "4096"}, "validation split has fewer than 4096 tokens"),
     ],

@@ -67,6 +67,10 @@ def build_network(config: RunConfig, tree: VocabTree, device: torch.device) -> T
     except (RuntimeError, ValueError) as error:
         raise UserError(f"--model.attention: {error}") from None
     model = network_config(config, tree).build().to(device)
+    try:
+        model.checkpoint_blocks(config.model.checkpointed_blocks())
+    except ValueError as error:
+        raise UserError(f"--model.checkpoint_blocks: {error}") from None
     if config.model.compile:
         model.backbone.compile()
     return model

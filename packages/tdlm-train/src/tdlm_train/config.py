@@ -30,10 +30,25 @@ class ModelConfig:
     attention: str = "auto"  # auto | xformers | sdpa | math
     time_conditioning: bool = False  # condition on (level, s) instead of the level only
     compile: bool = False  # torch.compile the backbone
+    checkpoint_blocks: str = ""  # recompute these blocks in backward: all | 0,2,-1 | "" (none)
 
     def __post_init__(self) -> None:
         if self.kind not in ("tdlm", "mdlm"):
             raise UserError(f"--model must be tdlm or mdlm, got {self.kind!r}")
+        self.checkpointed_blocks()  # a malformed list fails at parse time, not mid-run
+
+    def checkpointed_blocks(self) -> tuple[int, ...] | str:
+        """``checkpoint_blocks`` as ``TreeDiT.checkpoint_blocks`` takes it."""
+        text = self.checkpoint_blocks.strip()
+        if text in ("", "none", "all"):
+            return text or "none"
+        try:
+            return tuple(int(part) for part in text.split(",") if part.strip())
+        except ValueError:
+            raise UserError(
+                f"--model.checkpoint_blocks takes all, none or block indices like 0,2,-1; "
+                f"got {self.checkpoint_blocks!r}"
+            ) from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +108,7 @@ class RunConfig:
     cache_dir: str = ".cache/tdlm"  # tokenizer, token and tree caches
     seed: int = 0  # seeds weights, noise and data order
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    parallel: str = "ddp"  # across torchrun processes: ddp (replicas) | fsdp (FSDP2 shards)
     batch_size: int = 16  # sequences per micro-batch per process
     seq_len: int = 128  # tokens per packed block (BOS + L-2 tokens + EOS)
     max_steps: int = 0  # optimizer steps (0: until --minutes runs out)
@@ -111,6 +127,13 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
+        if self.parallel not in ("ddp", "fsdp"):
+            raise UserError(f"--parallel must be ddp or fsdp, got {self.parallel!r}")
+        if self.parallel == "fsdp" and self.model.compile:
+            raise UserError(
+                "--model.compile with --parallel fsdp is not supported yet (compile per block "
+                "before sharding is future work); drop one of them"
+            )
         if self.batch_size < 1 or self.seq_len < 3:
             raise UserError("need --batch_size >= 1 and --seq_len >= 3")
         if self.max_steps < 0 or self.minutes < 0 or (self.max_steps == 0 and self.minutes == 0):
@@ -131,6 +154,7 @@ class RunConfig:
             "run_dir",
             "cache_dir",
             "device",
+            "parallel",  # checkpoints are gathered: either strategy resumes either's run
             "max_steps",
             "minutes",
             "log_every",
@@ -140,6 +164,9 @@ class RunConfig:
             "sample_count",
         }
         mine, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
+        for values in (mine, theirs):
+            # Recomputing activations changes memory and time, never the function or the state.
+            del values["model"]["checkpoint_blocks"]
         return sorted(k for k in mine if k not in free and mine[k] != theirs[k])
 
 

@@ -89,11 +89,27 @@ class BlockOrder:
         return chosen[self.rank :: self.world_size]
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "seed": self.seed}
+        return {
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "seed": self.seed,
+            "world_size": self.world_size,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue where ``state`` stopped, on this order's number of ranks.
+
+        The permutation does not depend on the ranks, so a run resumed on another number of
+        processes continues at the same place in it: ``step_in_epoch`` counted global batches of
+        ``batch_size x saved ranks`` blocks, and is recounted in ours (rounded down: up to one
+        global batch of blocks is seen again rather than skipped).
+        """
         if state.get("seed") != self.seed:
             raise UserError(
                 f"the checkpoint's data order used seed {state.get('seed')}, this run {self.seed}"
             )
-        self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
+        # Checkpoints from before this field resumed on their own number of ranks.
+        saved_world = int(state.get("world_size", self.world_size))
+        blocks = int(state["step_in_epoch"]) * self.batch_size * saved_world
+        self.epoch = int(state["epoch"])
+        self.step_in_epoch = blocks // (self.batch_size * self.world_size)

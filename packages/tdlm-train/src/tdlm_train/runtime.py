@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .errors import UserError
+from .parallel import local, scatter_like, sharded_parameters
 
 __all__ = [
     "Dist",
@@ -25,6 +26,8 @@ __all__ = [
     "learning_rate",
     "rng_state",
     "set_rng_state",
+    "gathered_rng_states",
+    "restore_rng_state",
     "peak_memory_bytes",
 ]
 
@@ -57,9 +60,10 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def setup_distributed(device_name: str) -> tuple[Dist, torch.device]:
-    """Join the torchrun process group when launched by torchrun; else a single process."""
+    """Join the torchrun process group when launched by torchrun (even as its only process, so
+    that FSDP can run on one device); else a single process without a group."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
+    if "RANK" not in os.environ:
         return Dist(), pick_device(device_name)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_name, local_rank)
@@ -105,26 +109,29 @@ class Ema:
         decay = self.current_decay()
         self.updates += 1
         names = list(self.shadow)
-        params = dict(model.named_parameters())
+        params = sharded_parameters(model)
+        # Under FSDP both are sharded alike: each process averages its own shard.
+        shadow = [local(self.shadow[k]) for k in names]
+        current = [local(params[k].detach()) for k in names]
         if decay == 0:
-            torch._foreach_copy_([self.shadow[k] for k in names], [params[k] for k in names])
+            torch._foreach_copy_(shadow, current)
             return
-        torch._foreach_lerp_(
-            [self.shadow[k] for k in names], [params[k].detach() for k in names], 1 - decay
-        )
+        torch._foreach_lerp_(shadow, current, 1 - decay)
 
     @torch.no_grad()
     def swap(self, model: nn.Module) -> None:
         """Exchange the model's weights with the averages (call twice to restore)."""
-        for k, p in model.named_parameters():
-            tmp = p.detach().clone()
-            p.copy_(self.shadow[k])
-            self.shadow[k].copy_(tmp)
+        for k, p in sharded_parameters(model).items():
+            mine, theirs = local(p.detach()), local(self.shadow[k])
+            tmp = mine.clone()
+            mine.copy_(theirs)
+            theirs.copy_(tmp)
 
     def state_dict(self) -> dict[str, Any]:
         return {"shadow": self.shadow, "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load full averages (as saved); under FSDP each process keeps its shard of them."""
         shadow = state["shadow"]
         if set(shadow) != set(self.shadow):
             missing, extra = set(self.shadow) - set(shadow), set(shadow) - set(self.shadow)
@@ -138,7 +145,8 @@ class Ema:
                     f"the saved EMA's {k} has shape {tuple(v.shape)}, the model's "
                     f"{tuple(self.shadow[k].shape)}"
                 )
-            self.shadow[k].copy_(v)
+        for k, v in scatter_like(shadow, self.shadow).items():
+            local(self.shadow[k]).copy_(local(v))
         self.updates = int(state["updates"])
 
 
@@ -165,6 +173,38 @@ def set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
     torch.set_rng_state(state["cpu"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def gathered_rng_states(dist_info: "Dist", device: torch.device) -> dict[str, torch.Tensor]:
+    """Every rank's RNG states in one dict (a collective with several processes): rank 0's as
+    ``cpu``/``cuda`` (the single-process layout), rank r's as ``cpu.rank{r}``/``cuda.rank{r}``."""
+    mine = rng_state(device)
+    if dist_info.world_size == 1:
+        return mine
+    states: list[dict[str, torch.Tensor]] = [{} for _ in range(dist_info.world_size)]
+    dist.all_gather_object(states, mine)
+    merged = dict(states[0])
+    for rank, state in enumerate(states[1:], start=1):
+        merged |= {f"{k}.rank{rank}": v for k, v in state.items()}
+    return merged
+
+
+def restore_rng_state(
+    saved: dict[str, torch.Tensor], dist_info: "Dist", device: torch.device, fresh_seed: int
+) -> bool:
+    """This rank's saved RNG states; a rank the checkpoint did not have (a run resumed on more
+    processes) is seeded with ``fresh_seed`` instead. Returns whether the saved state was used."""
+    rank = dist_info.rank
+    if rank == 0:
+        set_rng_state(saved, device)
+        return True
+    suffix = f".rank{rank}"
+    mine = {k.removesuffix(suffix): v for k, v in saved.items() if k.endswith(suffix)}
+    if "cpu" in mine:
+        set_rng_state(mine, device)
+        return True
+    torch.manual_seed(fresh_seed)
+    return False
 
 
 def peak_memory_bytes(device: torch.device) -> int:

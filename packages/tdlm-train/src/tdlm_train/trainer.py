@@ -1,5 +1,5 @@
-"""The training loop: AdamW, warmup + constant/cosine LR, clipping, accumulation, EMA, DDP,
-periodic EMA validation with samples, atomic checkpoints, exact resume, and a final summary.
+"""The training loop: AdamW, warmup + constant/cosine LR, clipping, accumulation, EMA, DDP or
+FSDP2, periodic EMA validation with samples, atomic checkpoints, exact resume, and a summary.
 
 Issue 5 "Training" and "Checkpoints". The loss is tdlm-diffusion's ``training_loss`` (METHOD.md
 §4's Monte-Carlo NELBO with low-discrepancy times) on tdlm-nn's ``TreeDiT``; ``--model mdlm``
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 from tdlm_diffusion import SamplerConfig, training_loss
@@ -30,12 +31,21 @@ from .evaluate import Validation, sample_texts, validate
 from .metrics import MetricsLog, plot_curves, summary_table
 from .overrides import config_from_dict, config_to_dict
 from .packing import BlockOrder, PackedBlocks
+from .parallel import (
+    gathered_model_state,
+    gathered_optimizer_state,
+    gathered_tensors,
+    load_model_state,
+    load_optimizer_state,
+    local_state_bytes,
+    shard,
+)
 from .runtime import (
     Ema,
+    gathered_rng_states,
     learning_rate,
     peak_memory_bytes,
-    rng_state,
-    set_rng_state,
+    restore_rng_state,
     setup_distributed,
 )
 
@@ -93,6 +103,13 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
     process = build_process(config, tree, counts).to(device)
     model = build_network(config, tree, device)
     breakdown = param_breakdown(model)
+    # FSDP needs a process group (torchrun, even with one process); without one it has
+    # nothing to shard and the run is a plain single-process one.
+    sharded = config.parallel == "fsdp" and dist.is_initialized()
+    if sharded:  # before the EMA and AdamW take their (then sharded) copies of the weights
+        shard(model, device)
+    elif config.parallel == "fsdp":
+        logger.info("--parallel fsdp: a single process without torchrun; nothing to shard")
     ema = Ema(model, config.optim.ema_decay)
     optimizer = torch.optim.AdamW(
         model.parameters(),
@@ -128,20 +145,28 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
         if differing:
             raise UserError(f"--resume: this config differs from the checkpoint's in {differing}")
         try:
-            model.load_state_dict(ckpt.model)
-        except RuntimeError as error:
+            load_model_state(model, ckpt.model)
+        except (RuntimeError, KeyError, ValueError) as error:
             raise UserError(f"checkpoint {latest} does not fit this model ({error})") from None
         if "ema_updates" not in ckpt.state:
             raise UserError(f"checkpoint {latest} predates the EMA warm-up; it cannot be resumed")
         ema.load_state_dict({"shadow": ckpt.ema, "updates": ckpt.state["ema_updates"]})
-        optimizer.load_state_dict(ckpt.optimizer)
-        set_rng_state(ckpt.rng, device)
-        order.load_state_dict(ckpt.state["data_order"])
+        load_optimizer_state(model, optimizer, ckpt.optimizer)
         step, tokens_seen = ckpt.state["step"], ckpt.state["tokens"]
+        # A rank the checkpoint did not have (resumed on more processes) gets fresh noise.
+        fresh_seed = config.seed + ddp.rank + 1_000_003 * step
+        if not restore_rng_state(ckpt.rng, ddp, device, fresh_seed):
+            logger.info("rank %d: no saved RNG state; seeded afresh", ddp.rank)
+        order.load_state_dict(ckpt.state["data_order"])
         best, best_step = ckpt.state.get("best_nelbo", math.inf), ckpt.state.get("best_step")
         logger.info("resumed from %s (step %d)", latest, step)
 
-    wrapped = DistributedDataParallel(model) if ddp.world_size > 1 else model
+    # FSDP's sharded model is its own wrapper; DDP wraps replicas.
+    wrapped = DistributedDataParallel(model) if ddp.world_size > 1 and not sharded else model
+    # Under FSDP every forward pass is a collective: all ranks validate and sample together
+    # (rank 0 alone logs); under DDP rank 0 does it alone. Every rank takes part in a
+    # checkpoint (its RNG state, and under FSDP its shards); rank 0 alone writes it.
+    collective = sharded
     log = MetricsLog(run_dir if ddp.is_main else None)
     if ddp.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -195,6 +220,8 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
         """EMA validation + samples: logged, printed, and tracked for the best checkpoint."""
         nonlocal last_validation, samples, best, best_step
         last_validation, samples = evaluate_now(), samples_now()
+        if not ddp.is_main:
+            return
         record = {
             "kind": "val",
             "step": step,
@@ -214,7 +241,15 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
         if last_validation.nelbo < best:
             best, best_step = last_validation.nelbo, step
 
-    def checkpoint_now() -> Path:
+    def checkpoint_now() -> None:
+        """Every rank calls it: the RNG states (and FSDP's shards) are gathered; rank 0 writes."""
+        rng = gathered_rng_states(ddp, device)
+        if not (ddp.is_main or sharded):
+            return
+        weights, averages = gathered_model_state(model), gathered_tensors(ema.shadow)
+        moments = gathered_optimizer_state(model, optimizer)
+        if not ddp.is_main:
+            return
         state = {
             "config": config_to_dict(config),
             "tokens": tokens_seen,
@@ -227,13 +262,13 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
             "tree": {"file": "tree.npz", "level_sizes": list(tree.level_sizes)},
             "versions": {"torch": torch.__version__},
         }
-        return save_checkpoint(
+        save_checkpoint(
             run_dir,
             step=step,
-            model=model.state_dict(),
-            ema=ema.shadow,
-            optimizer=optimizer.state_dict(),
-            rng=rng_state(device),
+            model=weights,
+            ema=averages,
+            optimizer=moments,
+            rng=rng,
             state=state,
             keep_last=config.keep_last,
             best_step=best_step,
@@ -278,6 +313,8 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
                 if config.optim.grad_clip > 0
                 else torch.tensor(0.0)
             )
+            if isinstance(grad_norm, DTensor):  # FSDP: the norm over every shard, replicated
+                grad_norm = grad_norm.full_tensor()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             ema.update(model)
@@ -301,25 +338,26 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
                 step=step, loss=f"{nelbo:.3f}", tok_s=f"{trained / elapsed:,.0f}", refresh=False
             )
             bar.update(_bar_advance(config, bar, step, elapsed))
-            if ddp.is_main and step % config.eval_every == 0:
+            if (ddp.is_main or collective) and step % config.eval_every == 0:
                 validate_and_log(elapsed)
-            if ddp.is_main and step % config.checkpoint_every == 0:
+            if step % config.checkpoint_every == 0:
                 checkpoint_now()
     finally:
         bar.close()
     seconds = time.perf_counter() - start
+    if (ddp.is_main or collective) and (last_validation is None or step % config.eval_every):
+        validate_and_log(seconds)
+    if step % config.checkpoint_every:
+        checkpoint_now()
+    state_bytes = local_state_bytes(model, optimizer, ema)
     if ddp.is_main:
-        if last_validation is None or (step % config.eval_every):
-            validate_and_log(seconds)
-        if step % config.checkpoint_every:
-            checkpoint_now()
         plot_curves(run_dir, f"{config.model.kind} ({tree.level_sizes}), {config.data.source}")
     log.close()
     rate = (tokens_seen - start_tokens) / max(seconds, 1e-9)
     result = TrainResult(run_dir, step, tokens_seen, seconds, rate, last_validation, samples)
     if ddp.is_main:
         result.summary = _summary(
-            config, result, breakdown, tree, peak_memory_bytes(device), ema.description
+            config, result, breakdown, tree, peak_memory_bytes(device), state_bytes, ddp, ema
         )
         (run_dir / "summary.txt").write_text(
             result.summary + "\n\nsample:\n" + "\n---\n".join(samples) + "\n"
@@ -365,7 +403,9 @@ def _bar_advance(config: RunConfig, bar, step: int, elapsed: float) -> float:
     return float(max(0.0, min(elapsed, bar.total) - bar.n))
 
 
-def _summary(config, result: TrainResult, breakdown, tree, peak: int, weights: str) -> str:
+def _summary(
+    config, result: TrainResult, breakdown, tree, peak: int, state_bytes: int, ddp, ema: Ema
+) -> str:
     v = result.validation
     rows = [
         (
@@ -381,9 +421,13 @@ def _summary(config, result: TrainResult, breakdown, tree, peak: int, weights: s
         ("tokens", f"{result.tokens:,}"),
         ("tokens/s", f"{result.tokens_per_second:,.0f}"),
         ("peak memory", f"{peak / 2**20:,.0f} MiB"),
+        (
+            "weights+AdamW+EMA",
+            f"{state_bytes / 2**20:,.1f} MiB per process ({ddp.world_size} x {config.parallel})",
+        ),
     ]
     if v is not None:
-        rows += [("validated on", weights), ("val NELBO", f"{v.nelbo:.4f} nats/token")]
+        rows += [("validated on", ema.description), ("val NELBO", f"{v.nelbo:.4f} nats/token")]
         rows += [(f"  level {h}", f"{x:.4f}") for h, x in enumerate(v.level_nelbo)]
         rows += [("val PPL (bound)", f"{v.perplexity:.3f}"), ("val BPB", f"{v.bits_per_byte:.4f}")]
     rows.append(("run folder", str(result.run_dir)))

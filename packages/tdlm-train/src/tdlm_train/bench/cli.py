@@ -23,6 +23,7 @@ FLAGS = {
     "memory": {
         "scales": "comma-separated: paper (width 768, L 1024, N 50,258) and/or tiny [paper,tiny]",
         "batches": "comma-separated batch sizes [CPU 1,2,4; CUDA doubling until out of memory]",
+        "checkpointing": "activation checkpointing, comma-separated: off and/or all [off,all]",
         "device": "cpu | cuda [cpu]",
         "dropout": "dropout of the measured models [0.1]",
         "out": "output folder [runs/bench/memory-<date>]",
@@ -34,8 +35,9 @@ FLAGS = {
         "train_steps": "timed training steps per model per round [3]",
         "sample_steps": "sampler steps per sampling run, every model [64]",
         "sample_batch": "sequences per sampling run [4]",
-        "matmul_size": "n of the n x n fp32 reference matmul [2048]",
+        "matmul_size": "n of the n x n reference matmul (CPU fp32, CUDA bf16) [2048]",
         "device": "cpu | cuda [cpu]",
+        "compile": "torch.compile every backbone: true | false [false]",
         "out": "output folder [runs/bench/throughput-<date>]",
     },
     "quality": {
@@ -58,6 +60,7 @@ FLAGS = {
 _LISTS = {
     "scales",
     "batches",
+    "checkpointing",
     "trees",
     "branchings",
     "leaf_cluster_sizes",
@@ -73,6 +76,10 @@ def _convert(name: str, text: str, kind: type):
         if name in _LISTS:
             item = int if name in _INT_LISTS else str
             return tuple(item(part) for part in text.split(",") if part)
+        if kind is bool:
+            if text.lower() not in ("true", "false"):
+                raise ValueError(text)
+            return text.lower() == "true"
         return Path(text) if name == "out" else kind(text)
     except ValueError:
         raise UserError(f"--{name.replace('_', '-')}: cannot read {text!r}") from None

@@ -107,11 +107,19 @@ class Contender:
 
 
 def build_contender(
-    model: str, scale: Scale, device: torch.device, *, dropout: float = 0.1, seed: int = 0
+    model: str,
+    scale: Scale,
+    device: torch.device,
+    *,
+    dropout: float = 0.1,
+    seed: int = 0,
+    checkpointed: bool = False,
 ) -> Contender:
+    """``model`` at ``scale``; ``checkpointed``: recompute every block in the backward pass."""
     torch.manual_seed(seed)
     process = TreeProcess(_tree(model, scale)).to(device)
     network = contender_config(model, scale, dropout=dropout).build().to(device).train()
+    network.checkpoint_blocks("all" if checkpointed else "none")
     optimizer = torch.optim.AdamW(network.parameters(), lr=3e-4, betas=(0.9, 0.999), eps=1e-8)
     return Contender(model, process, network, optimizer)
 

@@ -20,6 +20,14 @@ E = T x k logits (k = N for MDLM, the widest tree level for TDLM):
   three fp32 working tensors: ``2 + 4 + 12 = 18 E``; the chunked loss holds only one
   ``batch x 128``-position chunk's logits: ``E = batch x 128 x N``;
 * the optimizer step's peak ``16 P + 4 P`` (a foreach temporary per parameter), when larger.
+
+With activation checkpointing on every block (``--checkpointing all``) a block saves only its
+fp32 input, ``4 D`` per token, and the one block being recomputed holds its full set, so the
+activations become ``T x (n x 4 D + per-block set + working set)``.
+
+Under FSDP over ``w`` GPUs (``--parallel fsdp``) each GPU holds ``16 P / w`` of the states plus
+the unsharded working set of the blocks in flight: two blocks' bf16 parameters and fp32
+gradients before their reduce-scatter, ``2 x 6 P_block``. Activations are per GPU and unchanged.
 """
 
 import dataclasses
@@ -47,25 +55,44 @@ _CHUNK = 128  # TreeDiT.chunked_loss's default chunk (positions of the sequence)
 class MemoryOptions:
     scales: tuple[str, ...] = ("paper", "tiny")
     batches: tuple[int, ...] = ()  # empty: CPU 1, 2, 4; CUDA doubling until out of memory
+    checkpointing: tuple[str, ...] = ("off", "all")  # activation checkpointing: off | all blocks
     device: str = "cpu"
     dropout: float = 0.1
     out_dir: Path = Path("runs/bench/memory")
 
 
-def analytic_peak(model: str, scale: Scale, batch: int, precision: str) -> dict[str, int]:
-    """The peak bytes of one training step by the count in the module doc, and its parts."""
+def analytic_peak(
+    model: str,
+    scale: Scale,
+    batch: int,
+    precision: str,
+    checkpointed: bool = False,
+    world_size: int = 1,
+) -> dict[str, int]:
+    """The peak bytes of one training step by the count in the module doc, and its parts.
+
+    ``world_size`` > 1: per GPU under FSDP sharding over that many GPUs.
+    """
     config = contender_config(model, scale)
     params = param_breakdown(config).total
     d, n = config.width, config.n_blocks
     tokens = batch * scale.seq_len
     per_block = {"fp32": 94 * d, "bf16": 64 * d}[precision]
-    activations = tokens * (n * per_block + (10 + 4) * d * 4)
+    saved = n * 4 * d + per_block if checkpointed else n * per_block
+    activations = tokens * (saved + (10 + 4) * d * 4)
     width = config.shape.num_slots
     positions = batch * min(_CHUNK, scale.seq_len) if model == "mdlm-chunked" else tokens
     per_logit = {"fp32": 16, "bf16": 18}[precision]
     head = positions * width * per_logit
-    states = 16 * params
-    total = max(states + activations + head, states + 4 * params)
+    if world_size > 1:
+        hidden = config.hidden_size
+        block = 4 * d * d + 2 * d * hidden + hidden + d + (config.cond_dim + 1) * 6 * d + 2 * d
+        states = 16 * params // world_size + 2 * 6 * block
+        step_peak = states + 4 * params // world_size
+    else:
+        states = 16 * params
+        step_peak = states + 4 * params
+    total = max(states + activations + head, step_peak)
     return {
         "states": states,
         "activations": activations,
@@ -75,13 +102,16 @@ def analytic_peak(model: str, scale: Scale, batch: int, precision: str) -> dict[
     }
 
 
-def _measure(model: str, scale: str, batch: int, options: MemoryOptions) -> dict:
+def _measure(
+    model: str, scale: str, batch: int, checkpointed: bool, options: MemoryOptions
+) -> dict:
     args = {
         "model": model,
         "scale": dataclasses.asdict(SCALES[scale]),
         "batch": batch,
         "device": options.device,
         "dropout": options.dropout,
+        "checkpointed": checkpointed,
     }
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
     done = subprocess.run(
@@ -108,29 +138,42 @@ def run_memory(options: MemoryOptions, log=print) -> dict:
     unknown = set(options.scales) - set(SCALES)
     if unknown:
         raise UserError(f"--scales: unknown {sorted(unknown)}; choose from {sorted(SCALES)}")
+    modes = set(options.checkpointing)
+    if not modes or modes - {"off", "all"}:
+        raise UserError(f"--checkpointing takes off and/or all, got {options.checkpointing}")
     device = torch.device(options.device)
     precision = "bf16" if device.type == "cuda" else "fp32"
     rows = []
     for scale in options.scales:
-        for batch in _batches(options):
-            out = []
-            for model in MODELS:
-                result = _measure(model, scale, batch, options)
-                result["analytic"] = analytic_peak(model, SCALES[scale], batch, precision)
-                out.append(result)
-                log(
-                    f"{scale} {model} batch {batch}: "
-                    + (
-                        "out of memory"
-                        if result.get("out_of_memory")
-                        else f"{mib(result['peak_bytes'])} MiB measured, "
-                        f"{mib(result['analytic']['total'])} MiB analytic"
+        for mode in options.checkpointing:
+            checkpointed = mode == "all"
+            for batch in _batches(options):
+                out = []
+                for model in MODELS:
+                    result = _measure(model, scale, batch, checkpointed, options)
+                    result["analytic"] = analytic_peak(
+                        model, SCALES[scale], batch, precision, checkpointed
                     )
-                )
-            rows += out
-            if any(r.get("out_of_memory") for r in out):
-                break
-    regime = {model: analytic_peak(model, SCALES["paper"], 16, "bf16") for model in MODELS}
+                    out.append(result)
+                    log(
+                        f"{scale} {model} batch {batch} checkpointing {mode}: "
+                        + (
+                            "out of memory"
+                            if result.get("out_of_memory")
+                            else f"{mib(result['peak_bytes'])} MiB measured, "
+                            f"{mib(result['analytic']['total'])} MiB analytic"
+                        )
+                    )
+                rows += out
+                if any(r.get("out_of_memory") for r in out):
+                    break
+    regime = [
+        {"model": model, "checkpointing": mode, "gpus": gpus}
+        | analytic_peak(model, SCALES["paper"], 16, "bf16", mode == "all", gpus)
+        for gpus in (1, 8)
+        for mode in ("off", "all")
+        for model in MODELS
+    ]
     curve = {
         precision_: {
             str(b): {m: analytic_peak(m, SCALES["paper"], b, precision_)["total"] for m in MODELS}
@@ -161,12 +204,14 @@ def memory_markdown(figures: dict) -> str:
     """The measured table (with the analytic column and ratios) and the paper-regime estimate."""
     rows = figures["measurements"]
     table = []
-    keyed = {(r["scale"], r["batch"], r["model"]): r for r in rows}
-    for scale, batch in dict.fromkeys((r["scale"], r["batch"]) for r in rows):
-        cells = [keyed[(scale, batch, m)] for m in MODELS]
+    keyed = {(r["scale"], r["checkpointed"], r["batch"], r["model"]): r for r in rows}
+    for scale, checkpointed, batch in dict.fromkeys(
+        (r["scale"], r["checkpointed"], r["batch"]) for r in rows
+    ):
+        cells = [keyed[(scale, checkpointed, batch, m)] for m in MODELS]
         peaks = [c.get("peak_bytes") for c in cells]
         table.append(
-            [scale, batch]
+            [scale, "all blocks" if checkpointed else "off", batch]
             + [
                 f"{mib(p)} ({mib(c['analytic']['total'])})" if p else "OOM"
                 for p, c in zip(peaks, cells, strict=True)
@@ -175,6 +220,7 @@ def memory_markdown(figures: dict) -> str:
         )
     header = [
         "scale",
+        "activation checkpointing",
         "batch",
         "MDLM MiB (analytic)",
         "MDLM chunked-CE MiB (analytic)",
@@ -183,17 +229,20 @@ def memory_markdown(figures: dict) -> str:
         "TDLM / chunked",
     ]
     regime = figures["paper_regime_analytic"]
+    faithful = {(r["checkpointing"], r["gpus"]): r["total"] for r in regime if r["model"] == "mdlm"}
     regime_rows = [
         [
-            m,
-            f"{regime[m]['parameters']:,}",
-            mib(regime[m]["states"]),
-            mib(regime[m]["activations"]),
-            mib(regime[m]["head"]),
-            mib(regime[m]["total"]),
-            _ratio(regime[m]["total"], regime["mdlm"]["total"]),
+            r["model"],
+            r["checkpointing"],
+            "1" if r["gpus"] == 1 else f"{r['gpus']} (FSDP)",
+            f"{r['parameters']:,}",
+            mib(r["states"]),
+            mib(r["activations"]),
+            mib(r["head"]),
+            mib(r["total"]),
+            _ratio(r["total"], faithful[(r["checkpointing"], r["gpus"])]),
         ]
-        for m in MODELS
+        for r in regime
     ]
     env = figures["environment"]
     return "\n\n".join(
@@ -204,10 +253,12 @@ def memory_markdown(figures: dict) -> str:
             f"{env['date']}, commit {env['git_commit']}.",
             markdown_table(header, table),
             "Analytic estimate in the paper's regime (bf16 autocast, 16 x 1024 tokens per GPU, "
-            "paper scale):",
+            "paper scale), per GPU; / MDLM is to faithful MDLM in the same setting:",
             markdown_table(
                 [
                     "model",
+                    "activation checkpointing",
+                    "GPUs",
                     "parameters",
                     "states MiB",
                     "activations MiB",
@@ -227,7 +278,11 @@ def _plot(rows: list[dict], curve: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(scales) + 1, figsize=(5 * (len(scales) + 1), 4))
     for ax, scale in zip(axes, scales, strict=False):
         for model in MODELS:
-            mine = [r for r in rows if r["scale"] == scale and r["model"] == model]
+            mine = [
+                r
+                for r in rows
+                if r["scale"] == scale and r["model"] == model and not r["checkpointed"]
+            ]
             got = [r for r in mine if r.get("peak_bytes")]
             line = ax.plot(
                 [r["batch"] for r in got],
@@ -235,6 +290,21 @@ def _plot(rows: list[dict], curve: dict, path: Path) -> None:
                 "o-",
                 label=f"{model} measured",
             )[0]
+            recomputed = [
+                r
+                for r in rows
+                if r["scale"] == scale
+                and r["model"] == model
+                and r["checkpointed"]
+                and r.get("peak_bytes")
+            ]
+            ax.plot(
+                [r["batch"] for r in recomputed],
+                [r["peak_bytes"] / 2**30 for r in recomputed],
+                "s:",
+                color=line.get_color(),
+                label=f"{model} measured, checkpointed blocks",
+            )
             ax.plot(
                 [r["batch"] for r in mine],
                 [r["analytic"]["total"] / 2**30 for r in mine],

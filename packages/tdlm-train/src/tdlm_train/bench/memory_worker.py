@@ -34,10 +34,12 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def measure_step_memory(model: str, scale: Scale, batch: int, device: str, dropout: float) -> dict:
+def measure_step_memory(
+    model: str, scale: Scale, batch: int, device: str, dropout: float, checkpointed: bool
+) -> dict:
     """Peak bytes of one training step (see the module doc for the method)."""
     dev = torch.device(device)
-    contender = build_contender(model, scale, dev, dropout=dropout)
+    contender = build_contender(model, scale, dev, dropout=dropout, checkpointed=checkpointed)
     param_bytes = sum(p.numel() * p.element_size() for p in contender.model.parameters())
     # AdamW's moments as in a long run: one step on zero gradients (moments 0, weights kept).
     for parameter in contender.model.parameters():
@@ -70,6 +72,7 @@ def measure_step_memory(model: str, scale: Scale, batch: int, device: str, dropo
         "scale": scale.name,
         "batch": batch,
         "device": device,
+        "checkpointed": checkpointed,
         "parameters": contender.parameters,
         "n_blocks": contender.model.config.n_blocks,
         "peak_bytes": int(peak),

@@ -2,8 +2,9 @@
 
 Rounds interleave the models (one timed block per model per round, in turn), so every model sees
 the same machine load; medians and spreads (min-max) over rounds are reported, as ratios to
-MDLM. Each round also times an fp32 ``n x n`` matmul, the machine's reference rate for the model
-FLOPs utilisation (MFU) of the training step, counted as in ``benchmarks/nn_flops.py``::
+MDLM. Each round also times an ``n x n`` matmul (fp32 on the CPU, bf16 on CUDA: the precision
+the training step's matmuls run in), the machine's reference rate for the model FLOPs
+utilisation (MFU) of the training step, counted as in ``benchmarks/nn_flops.py``::
 
     FLOPs = 6 * P_token * B * L  +  12 * n_blocks * B * L^2 * D
 
@@ -13,6 +14,9 @@ for TDLM). The chunked loss's recomputed head is not model FLOPs and is not coun
 
 Sampling: ``ancestral_sample`` with the same number of steps for every model (TDLM spreads them
 over its levels), ``batch x length`` tokens per run.
+
+``--compile true`` runs every model's backbone through ``torch.compile`` (the warm-up steps and
+sampling runs, untimed, pay for compiling both the training and the sampling graphs).
 """
 
 import statistics
@@ -42,6 +46,7 @@ class ThroughputOptions:
     sample_batch: int = 4
     matmul_size: int = 2048
     device: str = "cpu"
+    compile: bool = False  # torch.compile every backbone (compiling happens in the warm-up)
     out_dir: Path = Path("runs/bench/throughput")
 
 
@@ -78,9 +83,30 @@ def run_throughput(options: ThroughputOptions, log=print) -> dict:
     contenders = {m: build_contender(m, scale, device) for m in MODELS}
     x = synthetic_tokens(scale, options.batch, device)
     sampler = SamplerConfig(steps=options.sample_steps)
-    a = torch.randn(options.matmul_size, options.matmul_size, device=device)
-    for contender in contenders.values():  # warm-up: allocator, AdamW states, kernels
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.randn(options.matmul_size, options.matmul_size, device=device, dtype=dtype)
+
+    def sample_run(contender: Contender) -> None:
+        contender.model.eval()
+        with torch.no_grad():
+            ancestral_sample(
+                contender.process,
+                contender.model,
+                batch_size=options.sample_batch,
+                length=scale.seq_len,
+                config=sampler,
+            )
+        contender.model.train()
+
+    _timed(lambda: a @ a, device)  # warm-up: a cold GPU's first matmul runs at a third speed
+    for m, contender in contenders.items():  # warm-up: allocator, AdamW states, kernels
+        if options.compile:
+            contender.model.backbone.compile()
+        warm_up = time.perf_counter()
         contender.train_step(x)
+        sample_run(contender)
+        seconds = time.perf_counter() - warm_up
+        log(f"{m}: warm-up (one training step, one sampling run) {seconds:.1f} s")
     train = {m: [] for m in MODELS}
     sample = {m: [] for m in MODELS}
     matmul = []
@@ -91,19 +117,7 @@ def run_throughput(options: ThroughputOptions, log=print) -> dict:
                 lambda c=contender: [c.train_step(x) for _ in range(options.train_steps)], device
             )
             train[m].append(options.train_steps * x.numel() / seconds)
-            contender.model.eval()
-            with torch.no_grad():
-                seconds = _timed(
-                    lambda c=contender: ancestral_sample(
-                        c.process,
-                        c.model,
-                        batch_size=options.sample_batch,
-                        length=scale.seq_len,
-                        config=sampler,
-                    ),
-                    device,
-                )
-            contender.model.train()
+            seconds = _timed(lambda c=contender: sample_run(c), device)
             sample[m].append(options.sample_batch * scale.seq_len / seconds)
         log(
             f"round {r + 1}/{options.rounds}: train tok/s "
@@ -162,12 +176,14 @@ def throughput_markdown(figures: dict) -> str:
     rate = figures["matmul_flops_per_s"]
     return "\n\n".join(
         [
-            f"{o['scale']} scale, training batch {o['batch']}, {o['rounds']} interleaved rounds "
+            f"{o['scale']} scale{', torch.compile' if o.get('compile') == 'True' else ''}, "
+            f"training batch {o['batch']}, {o['rounds']} interleaved rounds "
             f"of {o['train_steps']} steps; sampling {o['sample_batch']} sequences x "
             f"{o['sample_steps']} steps; {env['device']} {env['device_name']}, "
             f"{env['threads']} torch thread(s), torch {env['torch']}, {env['date']}, "
             f"commit {env['git_commit']}. Median (min-max) over rounds; matmul "
-            f"{rate['median'] / 1e9:,.1f} GFLOP/s (median, fp32 {o['matmul_size']}^2).",
+            f"{rate['median'] / 1e9:,.1f} GFLOP/s (median, {o['matmul_size']}^2, bf16 on CUDA, "
+            f"else fp32).",
             markdown_table(
                 [
                     "model",
