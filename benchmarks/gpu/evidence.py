@@ -1,0 +1,521 @@
+"""The GPU evidence (issue 14): everything a GPU must prove about this code, in one run.
+
+    benchmarks/gpu/run.sh OUT_DIR            # on a GPU machine: its own python3 and torch
+    uv run benchmarks/gpu/evidence.py --dry-run --out runs/gpu-dry   # CPU, tiny sizes (CI)
+
+Needs torch, numpy, einops, jaxtyping, safetensors, tokenizers and tqdm (matplotlib for the
+plot); no uv, no network. Phases, in this order, each written to ``OUT/evidence.json`` and
+``evidence.md`` as soon as it ends (a run stopped by a time limit keeps what it finished):
+
+1. **correctness** — SDPA (each CUDA kernel: flash, memory-efficient, cuDNN) against the fp32
+   math reference in bf16, outputs and gradients; xformers if its kernels load (else why not);
+   one bf16 training step per model (finite loss and gradients, the loss within 2% of the same
+   step in fp32); a sampler run per model (every position a token); ``torch.compile`` against
+   eager; an NCCL all-reduce; ``apps/train`` for 40 steps with validation, samples and a
+   checkpoint, then resumed to 60.
+2. **fsdp** — ``apps/train --parallel fsdp`` under torchrun (one process: NCCL, FSDP2 with bf16
+   block weights) against the same run unsharded: the same loss curve to bf16 rounding.
+3. **memory** — ``apps/bench memory`` at the paper's scale (width 768, L = 1024, N = 50,258, one
+   parameter budget), bf16, batch 1, 4 and 16, with and without activation checkpointing.
+4. **throughput** — ``apps/bench throughput`` (training and sampling tokens/s, interleaved
+   rounds, ratios to MDLM), eager, then with ``torch.compile``.
+
+Phases that would overrun ``--budget`` seconds are skipped (and say so). The dry run takes the
+same code paths on the CPU at tiny sizes, so the script cannot rot between GPU loans.
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from tdlm_diffusion import SamplerConfig, ancestral_sample
+from tdlm_nn import attend, resolve_attention
+from tdlm_train.atomic import atomic_write, write_json
+from tdlm_train.bench import (
+    MODELS,
+    SCALES,
+    MemoryOptions,
+    Scale,
+    ThroughputOptions,
+    build_contender,
+    run_memory,
+    run_throughput,
+)
+from tdlm_train.bench.contenders import synthetic_tokens
+from tdlm_train.bench.memory import memory_markdown
+from tdlm_train.bench.report import environment
+from tdlm_train.bench.throughput import throughput_markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+# The dry run's scale: every code path, seconds on two CPU cores.
+DRY = Scale(name="dry", preset="tiny", vocab_size=512, seq_len=64, branching=8)
+NEEDED = ("numpy", "einops", "jaxtyping", "safetensors", "tokenizers", "tqdm", "matplotlib")
+
+
+@dataclasses.dataclass
+class Evidence:
+    """The results so far, rewritten to ``out`` after every check and phase."""
+
+    out: Path
+    dry_run: bool
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+    figures: dict = dataclasses.field(default_factory=dict)
+    checks: list = dataclasses.field(default_factory=list)
+    markdown: list = dataclasses.field(default_factory=list)
+
+    def check(self, name: str, status: str, detail: str) -> None:
+        assert status in ("pass", "fail", "skip")
+        self.checks.append({"check": name, "status": status, "detail": detail})
+        print(f"[{time.perf_counter() - self.started:6.1f} s] {status.upper():4} {name}: {detail}")
+        self.save()
+
+    def save(self) -> None:
+        write_json(
+            self.out / "evidence.json",
+            {"dry_run": self.dry_run, "checks": self.checks, **self.figures},
+        )
+        rows = "\n".join(
+            f"| {c['check']} | {c['status']} | {c['detail'].replace('|', '/')} |"
+            for c in self.checks
+        )
+        text = "\n\n".join(
+            [
+                "# GPU evidence" + (" (dry run: CPU, tiny sizes)" if self.dry_run else ""),
+                self.figures.get("environment_line", ""),
+                "## Correctness\n\n| check | status | detail |\n|---|---|---|\n" + rows,
+                *self.markdown,
+            ]
+        )
+        atomic_write(self.out / "evidence.md", lambda tmp: tmp.write_text(text + "\n"))
+
+
+def guarded(evidence: Evidence, name: str, run) -> None:
+    """Run one check; an exception is its failure (with the error), never the script's end."""
+    try:
+        status, detail = run()
+    except Exception as error:  # a failed check is a result to report, not a crash
+        status = "fail"
+        detail = f"{type(error).__name__}: {str(error).strip()[:300]}"
+        traceback.print_exc()
+    evidence.check(name, status, detail)
+
+
+# ---- 1. correctness ----------------------------------------------------------------------------
+
+
+def trained_looking(model: str, scale: Scale, device: torch.device):
+    """A contender whose zero-initialised maps (adaLN-Zero, head) are perturbed: at initialisation
+    every logit is 0 and any two precisions or compilers would agree trivially."""
+    contender = build_contender(model, scale, device, dropout=0.0, seed=0)
+    generator = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for parameter in contender.model.parameters():
+            noise = torch.randn(parameter.shape, device=device, generator=generator)
+            parameter.add_(noise, alpha=0.02)
+    return contender
+
+
+def sdpa_against_math(device: torch.device, length: int) -> list[tuple[str, object]]:
+    """One check per SDPA kernel: bf16 outputs and query gradients against fp32 math."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    generator = torch.Generator(device=device).manual_seed(0)
+    shape = (2, length, 12, 64)
+    q, k, v = (
+        torch.randn(shape, device=device, generator=generator, dtype=torch.bfloat16)
+        for _ in range(3)
+    )
+    upstream = torch.randn(shape, device=device, generator=generator)
+
+    def run(backend: str, kernel=None):
+        leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+        if kernel is None:
+            out = attend(*leaves, backend)
+        else:
+            with sdpa_kernel(kernel):
+                out = attend(*leaves, backend)
+        (out.float() * upstream).sum().backward()
+        return out.float(), leaves[0].grad.float()
+
+    reference, reference_grad = run("math")
+    kernels = {"sdpa (default choice)": None}
+    if device.type == "cuda":
+        kernels |= {
+            "sdpa flash": SDPBackend.FLASH_ATTENTION,
+            "sdpa memory-efficient": SDPBackend.EFFICIENT_ATTENTION,
+            "sdpa cuDNN": SDPBackend.CUDNN_ATTENTION,
+        }
+    checks = []
+    for name, kernel in kernels.items():
+
+        def one(kernel=kernel):
+            out, grad = run("sdpa", kernel)
+            error = (out - reference).abs().max().item()
+            grad_error = ((grad - reference_grad).norm() / reference_grad.norm()).item()
+            # bf16 keeps 8 bits of mantissa: outputs (averages of N(0,1) values, |o| < 1)
+            # within 2e-2 absolute, gradients within 2% relative of the fp32 reference.
+            ok = error < 2e-2 and grad_error < 2e-2
+            detail = (
+                f"bf16 on {device.type}, L={length}: max |out - math| {error:.2e}, "
+                f"grad rel. {grad_error:.2e}"
+            )
+            return ("pass" if ok else "fail"), detail
+
+        checks.append((f"attention: {name} vs math", one))
+    return checks
+
+
+def xformers_status(device: torch.device) -> tuple[str, str]:
+    from tdlm_nn.attention import _xformers_failure
+
+    failure = _xformers_failure(device)
+    chosen = resolve_attention("auto", device)
+    if failure is None:
+        return "pass", f"xformers kernels load; attention 'auto' picks {chosen}"
+    return "skip", f"xformers cannot run ({failure}); attention 'auto' picks {chosen}"
+
+
+def train_step_check(model: str, scale: Scale, device: torch.device, batch: int):
+    """bf16 step: finite loss and gradients, weights move; the loss within 2% of fp32's."""
+    contender = trained_looking(model, scale, device)
+    x = synthetic_tokens(scale, batch, device)
+    reference = dataclasses.replace(contender.model.config, mixed_precision=False).build()
+    reference.load_state_dict(contender.model.state_dict())
+    fp32 = dataclasses.replace(contender, model=reference.to(device), optimizer=None)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        loss_fp32 = float(fp32.loss(x))
+    before = [p.detach().clone() for p in contender.model.parameters()]
+    torch.manual_seed(1)
+    loss = contender.loss(x)
+    loss.backward()
+    grads_finite = all(
+        torch.isfinite(p.grad).all() for p in contender.model.parameters() if p.grad is not None
+    )
+    contender.optimizer.step()
+    moved = sum(
+        not torch.equal(a, p.detach())
+        for a, p in zip(before, contender.model.parameters(), strict=True)
+    )
+    loss = float(loss.detach())
+    gap = abs(loss - loss_fp32) / loss_fp32
+    ok = math.isfinite(loss) and grads_finite and moved > 0 and gap < 0.02
+    precision = "bf16 autocast" if device.type == "cuda" else "fp32"
+    detail = (
+        f"{precision}, {contender.parameters:,} params, batch {batch}x{scale.seq_len}: "
+        f"loss {loss:.4f} (fp32 {loss_fp32:.4f}, gap {100 * gap:.2f}%), "
+        f"grads finite {grads_finite}, {moved} tensors updated"
+    )
+    return ("pass" if ok else "fail"), detail
+
+
+def sampler_check(model: str, scale: Scale, device: torch.device, steps: int):
+    contender = trained_looking(model, scale, device)
+    contender.model.eval()
+    generator = torch.Generator(device=device).manual_seed(0)
+    start = time.perf_counter()
+    with torch.no_grad():
+        tokens = ancestral_sample(
+            contender.process,
+            contender.model,
+            batch_size=2,
+            length=scale.seq_len,
+            config=SamplerConfig(steps=steps),
+            generator=generator,
+        ).tokens
+    seconds = time.perf_counter() - start
+    ok = tokens.shape == (2, scale.seq_len) and bool(
+        ((tokens >= 0) & (tokens < scale.vocab_size)).all()
+    )
+    detail = (
+        f"{steps} steps, 2 x {scale.seq_len} tokens, all in the vocabulary: {ok} ({seconds:.1f} s)"
+    )
+    return ("pass" if ok else "fail"), detail
+
+
+def compile_check(scale: Scale, device: torch.device):
+    """A compiled backbone's logits against eager ones (same weights, eval mode)."""
+    contender = trained_looking("tdlm", scale, device)
+    model = contender.model.eval()
+    x = synthetic_tokens(scale, 2, device)
+    level = torch.tensor([0, contender.process.depth - 1], device=device)
+    with torch.no_grad():
+        eager = model(x, level).float()
+        model.backbone.compile()
+        start = time.perf_counter()
+        compiled = model(x, level).float()
+    seconds = time.perf_counter() - start
+    error = ((compiled - eager).norm() / eager.norm()).item()
+    ok = error < (2e-2 if device.type == "cuda" else 1e-4)  # bf16 kernels may fuse differently
+    return ("pass" if ok else "fail"), f"logits rel. error {error:.1e} (compile {seconds:.0f} s)"
+
+
+def collective_check(device: torch.device):
+    """NCCL (gloo on the CPU) in a one-process group: an all-reduce returns its input."""
+    import torch.distributed as dist
+
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    with tempfile.TemporaryDirectory() as folder:
+        store = dist.FileStore(str(Path(folder) / "store"), 1)
+        dist.init_process_group(backend, store=store, rank=0, world_size=1)
+        try:
+            x = torch.arange(4.0, device=device)
+            dist.all_reduce(x)
+            ok = torch.equal(x.cpu(), torch.arange(4.0))
+        finally:
+            dist.destroy_process_group()
+    return ("pass" if ok else "fail"), f"{backend} all_reduce in a 1-process group: {ok}"
+
+
+def _train_args(device: torch.device, work: Path, run: Path, dry: bool) -> list[str]:
+    """A small apps/train run on our own sources (no download), every block recomputed."""
+    return [
+        "--max_steps",  # before --minutes 0: every override is checked as it is applied
+        "60",
+        "--device",
+        device.type,
+        "--data.source",
+        str(ROOT / "packages" / "*" / "src" / "**" / "*.py"),
+        "--cache_dir",
+        str(work / "cache"),
+        "--run_dir",
+        str(run),
+        "--minutes",
+        "0",
+        "--eval_every",
+        "20",
+        "--checkpoint_every",
+        "20",
+        "--eval_batches",
+        "2",
+        "--log_every",
+        "1",
+        "--tokenizer.vocab_size",
+        "512" if dry else "2048",
+        "--seq_len",
+        "32" if dry else "256",
+        "--model.n_blocks",
+        "1" if dry else "4",
+        "--model.checkpoint_blocks",
+        "all",
+    ]
+
+
+def _run_app(command: list[str]) -> str | None:
+    """None on success, else the failure in a line."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    if done.returncode == 0:
+        return None
+    return f"{' '.join(command[1:3])} exited {done.returncode}: {done.stderr.strip()[-300:]}"
+
+
+APP = [sys.executable, str(ROOT / "apps" / "train")]
+
+
+def train_app_check(device: torch.device, work: Path, dry: bool):
+    """apps/train end to end on the device: 40 steps, validation, samples, a checkpoint; resume."""
+    run = work / "run"
+    common = _train_args(device, work, run, dry)
+    failure = _run_app([*APP, *common, "--max_steps", "40"]) or _run_app(
+        [*APP, *common, "--max_steps", "60", "--resume"]
+    )
+    if failure:
+        return "fail", failure
+    summary = (run / "summary.txt").read_text()
+    line = next((s for s in summary.splitlines() if "val NELBO" in s), "no val NELBO line")
+    steps = sorted(p.name for p in (run / "checkpoints").iterdir())
+    ok = "step_00000060" in steps and "nan" not in line
+    return ("pass" if ok else "fail"), f"40 steps, resumed to 60 ({steps}); {line.strip(' |')}"
+
+
+def _train_losses(run: Path) -> list[float]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r["nelbo"] for r in map(json.loads, lines) if r["kind"] == "train"]
+
+
+def fsdp_check(device: torch.device, work: Path, dry: bool):
+    """apps/train --parallel fsdp under torchrun (one process: NCCL on a GPU, FSDP2 with bf16
+    block weights) against the same run unsharded: the same loss curve to bf16 rounding."""
+    curves = {}
+    for strategy in ("ddp", "fsdp"):
+        run = work / f"parallel-{strategy}"
+        argv = [*_train_args(device, work, run, dry), "--max_steps", "30", "--parallel", strategy]
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        failure = _run_app([*launcher, "--nproc_per_node", "1", *APP[1:], *argv])
+        if failure:
+            return "fail", f"{strategy}: {failure}"
+        curves[strategy] = _train_losses(run)
+    gaps = [abs(a - b) / b for a, b in zip(curves["fsdp"], curves["ddp"], strict=True)]
+    # fp32 on the CPU: the same sums; bf16-gathered block weights on a GPU: rounding that the
+    # optimizer then compounds over 30 steps, so a few percent at most.
+    tolerance = 0.03 if device.type == "cuda" else 1e-5
+    ok = max(gaps) < tolerance
+    detail = (
+        f"30 steps, loss fsdp {curves['fsdp'][-1]:.4f} vs unsharded {curves['ddp'][-1]:.4f}; "
+        f"largest gap {100 * max(gaps):.3f}% (tolerance {100 * tolerance:g}%)"
+    )
+    return ("pass" if ok else "fail"), detail
+
+
+def correctness(evidence: Evidence, device: torch.device, scale: Scale, work: Path) -> None:
+    length = 64 if evidence.dry_run else 1024
+    for name, check in sdpa_against_math(device, length):
+        guarded(evidence, name, check)
+    guarded(evidence, "xformers", lambda: xformers_status(device))
+    batch = 2
+    for model in MODELS:
+        guarded(
+            evidence,
+            f"training step: {model}",
+            lambda model=model: train_step_check(model, scale, device, batch),
+        )
+    for model in ("mdlm", "tdlm"):
+        guarded(
+            evidence,
+            f"sampler: {model}",
+            lambda model=model: sampler_check(model, scale, device, steps=64),
+        )
+    small = DRY if evidence.dry_run else SCALES["tiny"]  # compiling is the cost, not the size
+    guarded(evidence, "torch.compile vs eager", lambda: compile_check(small, device))
+    guarded(evidence, "collective", lambda: collective_check(device))
+    guarded(
+        evidence,
+        "apps/train on the device",
+        lambda: train_app_check(device, work, evidence.dry_run),
+    )
+
+
+# ---- 2. memory, 3. throughput ------------------------------------------------------------------
+
+
+def memory_phase(evidence: Evidence, device: torch.device, work: Path) -> None:
+    scale = "dry" if evidence.dry_run else "paper"
+    options = MemoryOptions(
+        scales=(scale,),
+        batches=(1,) if evidence.dry_run else (1, 4, 16),
+        checkpointing=("off", "all"),
+        device=device.type,
+        dropout=0.1,
+        out_dir=work / "memory",
+    )
+    figures = run_memory(options)
+    evidence.figures["memory"] = figures
+    evidence.markdown.append("## Memory (apps/bench memory)\n\n" + memory_markdown(figures))
+    shutil.copy(work / "memory" / "memory.png", evidence.out / "memory.png")
+    evidence.save()
+
+
+def throughput_phase(evidence: Evidence, device: torch.device, work: Path, compiled: bool) -> None:
+    dry = evidence.dry_run
+    options = ThroughputOptions(
+        scale="dry" if dry else "paper",
+        batch=2 if dry else 16,
+        rounds=2 if dry else 3,
+        train_steps=1 if dry else 3,
+        sample_steps=8 if dry else 64,
+        sample_batch=2 if dry else 4,
+        matmul_size=256 if dry else 8192,
+        device=device.type,
+        compile=compiled,
+        out_dir=work / ("throughput-compiled" if compiled else "throughput"),
+    )
+    figures = run_throughput(options)
+    key = "throughput_compiled" if compiled else "throughput"
+    evidence.figures[key] = figures
+    title = "torch.compile" if compiled else "eager"
+    evidence.markdown.append(
+        f"## Throughput, {title} (apps/bench throughput)\n\n" + throughput_markdown(figures)
+    )
+    evidence.save()
+
+
+# ---- main --------------------------------------------------------------------------------------
+
+
+def missing_modules() -> list[str]:
+    import importlib.util
+
+    return [name for name in NEEDED if importlib.util.find_spec(name) is None]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: the CI check")
+    parser.add_argument("--budget", type=float, default=450, help="seconds; later phases skip")
+    parser.add_argument(
+        "--phases",
+        default="correctness,fsdp,memory,throughput,compiled",
+        help="comma-separated subset of correctness,fsdp,memory,throughput,compiled",
+    )
+    args = parser.parse_args(argv)
+    dry = args.dry_run
+    if not dry and not torch.cuda.is_available():
+        parser.error("no CUDA device: run on a GPU machine, or pass --dry-run")
+    device = torch.device("cpu" if dry else "cuda")
+    args.out.mkdir(parents=True, exist_ok=True)
+    evidence = Evidence(args.out, dry)
+    env = environment(device)
+    missing = missing_modules()
+    evidence.figures["environment"] = env | {"missing_modules": missing}
+    evidence.figures["environment_line"] = (
+        f"{env['device_name']}, torch {env['torch']}, Python {env['python']}, {env['cpus']} CPUs, "
+        f"{env['date']}, commit {env['git_commit']}"
+        + (f"; missing modules: {', '.join(missing)}" if missing else "")
+    )
+    evidence.save()
+    SCALES[DRY.name] = DRY  # the benches look scales up by name
+    # Budget shares (seconds on an H100) each phase is expected to need; skip what cannot fit.
+    expected = {"correctness": 90, "fsdp": 60, "memory": 300, "throughput": 60, "compiled": 150}
+    phases = [p for p in args.phases.split(",") if p]
+    unknown = set(phases) - set(expected)
+    if unknown:
+        parser.error(f"unknown phases {sorted(unknown)}")
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        for phase in phases:
+            elapsed = time.perf_counter() - evidence.started
+            if not dry and elapsed + expected[phase] > args.budget:
+                evidence.check(
+                    f"phase {phase}",
+                    "skip",
+                    f"{elapsed:.0f} s used of a {args.budget:.0f} s budget",
+                )
+                continue
+            try:
+                if phase == "correctness":
+                    scale = DRY if dry else SCALES["paper"]
+                    correctness(evidence, device, scale, work)
+                elif phase == "fsdp":
+                    guarded(evidence, "FSDP2 (torchrun)", lambda: fsdp_check(device, work, dry))
+                elif phase == "memory":
+                    memory_phase(evidence, device, work)
+                else:
+                    throughput_phase(evidence, device, work, compiled=phase == "compiled")
+            except Exception as error:  # report it and go on to the next phase
+                traceback.print_exc()
+                evidence.check(f"phase {phase}", "fail", f"{type(error).__name__}: {error}"[:300])
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    evidence.figures["seconds"] = round(time.perf_counter() - evidence.started, 1)
+    evidence.save()
+    failed = [c["check"] for c in evidence.checks if c["status"] == "fail"]
+    print(f"done in {evidence.figures['seconds']} s; failed: {failed or 'none'}")
+    print((args.out / "evidence.md").read_text())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
