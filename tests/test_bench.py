@@ -75,6 +75,15 @@ def test_memory_bench(tmp_path, monkeypatch):
     assert (tmp_path / "memory.png").stat().st_size > 0
 
 
+def test_memory_workers_run_side_by_side_in_model_order(monkeypatch):
+    """The CUDA sweep's concurrent workers (here on the CPU): one result per model, in order."""
+    monkeypatch.setitem(memory.SCALES, SMALL.name, SMALL)
+    options = MemoryOptions(scales=(SMALL.name,), batches=(1,))
+    rows = memory._workers(MODELS, SMALL.name, 1, True, options, at_once=len(MODELS))
+    assert [r["model"] for r in rows] == list(MODELS)
+    assert all(r["checkpointed"] and r["peak_bytes"] > 0 for r in rows)
+
+
 def test_analytic_head_term_scales_with_logits():
     paper = contenders.SCALES["paper"]
     one, two = (memory.analytic_peak("mdlm", paper, b, "bf16") for b in (1, 2))

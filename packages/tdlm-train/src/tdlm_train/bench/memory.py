@@ -103,26 +103,51 @@ def analytic_peak(
 
 
 def _measure(
-    model: str, scale: str, batch: int, checkpointed: bool, options: MemoryOptions
-) -> dict:
-    args = {
-        "model": model,
-        "scale": dataclasses.asdict(SCALES[scale]),
-        "batch": batch,
-        "device": options.device,
-        "dropout": options.dropout,
-        "checkpointed": checkpointed,
-    }
+    models: tuple[str, ...], scale: str, batch: int, checkpointed: bool, options: MemoryOptions
+) -> list[dict]:
+    """One fresh worker process per model. On CUDA the models' workers run at once (each
+    process's ``max_memory_allocated`` counts its own tensors only), and one that ran out of
+    memory beside the others is measured again alone; on the CPU one at a time (the host's
+    memory is the measure there)."""
+    at_once = len(models) if options.device.startswith("cuda") else 1
+    results = _workers(models, scale, batch, checkpointed, options, at_once)
+    if at_once > 1:
+        for i, result in enumerate(results):
+            if result.get("out_of_memory"):
+                results[i] = _workers((models[i],), scale, batch, checkpointed, options, 1)[0]
+    return results
+
+
+def _workers(
+    models: tuple[str, ...],
+    scale: str,
+    batch: int,
+    checkpointed: bool,
+    options: MemoryOptions,
+    at_once: int,
+) -> list[dict]:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-    done = subprocess.run(
-        [sys.executable, "-m", "tdlm_train.bench.memory_worker", json.dumps(args)],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    if done.returncode != 0:
-        raise UserError(f"the memory worker failed on {args}: {done.stderr.strip()[-500:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    results = []
+    for first in range(0, len(models), at_once):
+        workers = []
+        for model in models[first : first + at_once]:
+            args = {
+                "model": model,
+                "scale": dataclasses.asdict(SCALES[scale]),
+                "batch": batch,
+                "device": options.device,
+                "dropout": options.dropout,
+                "checkpointed": checkpointed,
+            }
+            command = [sys.executable, "-m", "tdlm_train.bench.memory_worker", json.dumps(args)]
+            pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+            workers.append((args, subprocess.Popen(command, env=env, **pipes)))
+        for args, worker in workers:
+            out, err = worker.communicate()
+            if worker.returncode != 0:
+                raise UserError(f"the memory worker failed on {args}: {err.strip()[-500:]}")
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
 
 
 def _batches(options: MemoryOptions) -> list[int]:
@@ -148,13 +173,11 @@ def run_memory(options: MemoryOptions, log=print) -> dict:
         for mode in options.checkpointing:
             checkpointed = mode == "all"
             for batch in _batches(options):
-                out = []
-                for model in MODELS:
-                    result = _measure(model, scale, batch, checkpointed, options)
+                out = _measure(MODELS, scale, batch, checkpointed, options)
+                for model, result in zip(MODELS, out, strict=True):
                     result["analytic"] = analytic_peak(
                         model, SCALES[scale], batch, precision, checkpointed
                     )
-                    out.append(result)
                     log(
                         f"{scale} {model} batch {batch} checkpointing {mode}: "
                         + (
