@@ -71,7 +71,7 @@ CASES = {
     "no evaluation samples": (lambda: evaluate_nelbo(PROCESS, _zeros(), X, samples_per_level=0),
                               "at least 1"),
     "zero sampler steps": (lambda: SamplerConfig(steps=0), "at least one step"),
-    "zero temperature": (lambda: SamplerConfig(steps=3, temperature=0.0), "temperature"),
+    "negative temperature": (lambda: SamplerConfig(steps=3, temperature=-1.0), "temperature"),
     "top-p of zero": (lambda: SamplerConfig(steps=3, top_p=0.0), "top_p"),
     "top-p above one": (lambda: SamplerConfig(steps=3, top_p=1.5), "top_p"),
     "unknown step allocation": (lambda: SamplerConfig(steps=3, step_allocation="cosine"),

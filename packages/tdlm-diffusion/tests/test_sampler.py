@@ -115,6 +115,19 @@ def test_tiny_top_p_is_greedy_per_level():
     assert (result.tokens == int(greedy)).all()
 
 
+@given(small_trees(max_leaves=12), st.integers(0, 1000))
+def test_zero_temperature_takes_the_most_probable_child_at_every_choice(tree, seed):
+    """Greedy decoding: every token is the path of argmax child choices (the T -> 0 limit,
+    which equals the tiny-top-p limit), whatever the random choice of positions per step."""
+    process = TreeProcess(tree)
+    probs = np.random.default_rng(seed).dirichlet(np.ones(tree.vocab_size))
+    result = ancestral_sample(process, factorised_denoiser(process, probs), batch_size=4,
+                              length=3, config=SamplerConfig(steps=6, temperature=0.0),
+                              generator=torch.Generator().manual_seed(seed))
+    greedy = _tempered_token_distribution(process, probs, 1.0, 1e-9).argmax()
+    assert (result.tokens == int(greedy)).all()
+
+
 @given(small_trees(max_leaves=12), st.integers(1, 40), st.integers(0, 1000))
 def test_caching_changes_nothing_but_the_number_of_calls(tree, extra_steps, seed):
     process = TreeProcess(tree)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
@@ -37,8 +38,10 @@ __all__ = [
 
 
 def _check_reshaping(temperature: float, top_p: float) -> None:
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise DiffusionInputError(f"temperature must be positive and finite, got {temperature}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise DiffusionInputError(
+            f"temperature must be finite and >= 0 (0: greedy), got {temperature}"
+        )
     if not 0 < top_p <= 1:
         raise DiffusionInputError(f"top_p must lie in (0, 1], got {top_p}")
 
@@ -124,12 +127,15 @@ def child_distribution(
     """``p_θ(child | node)`` over slots: invalid slots get 0, then temperature, then top-p.
 
     Top-p keeps the most probable children until their mass reaches ``top_p`` (always at least
-    one) and renormalises.
+    one) and renormalises. ``temperature = 0`` is the limit T -> 0: all mass on the most probable
+    valid child (greedy decoding of each child choice; which positions move at a step stays
+    random, as the schedule says).
     """
     _check_reshaping(temperature, top_p)
-    logits = logits.float() / temperature
-    logits = logits.masked_fill(~process.valid_slots(nodes), float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
+    logits = logits.float().masked_fill(~process.valid_slots(nodes), float("-inf"))
+    if temperature == 0:
+        return F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(logits.dtype)
+    probs = torch.softmax(logits / temperature, dim=-1)
     if top_p < 1:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         keep = sorted_probs.cumsum(dim=-1) - sorted_probs < top_p

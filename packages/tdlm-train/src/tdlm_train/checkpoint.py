@@ -33,6 +33,7 @@ __all__ = [
     "Checkpoint",
     "save_checkpoint",
     "load_checkpoint",
+    "load_weights",
     "latest_checkpoint",
     "list_checkpoints",
     "resolve_checkpoint",
@@ -95,7 +96,11 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoint ``step`` atomically, then prune old ones (keeping ``best_step``)."""
     final = Path(run_dir) / "checkpoints" / f"step_{step:08d}"
-    tmp = temp_dir_beside(final)
+    previous = latest_checkpoint(run_dir)
+    try:
+        tmp = temp_dir_beside(final)
+    except OSError as error:
+        raise _unwritten(final, previous, error) from None
     try:
         save_file(_contiguous(model), tmp / "model.safetensors")
         save_file(_contiguous(ema), tmp / "ema.safetensors")
@@ -103,6 +108,9 @@ def save_checkpoint(
         torch.save(optimizer, tmp / "optimizer.pt")
         write_json(tmp / "state.json", {**state, "step": step})
         replace_dir(tmp, final)
+    except (OSError, RuntimeError, SafetensorError) as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _unwritten(final, previous, error) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -110,6 +118,38 @@ def save_checkpoint(
         if old_step != best_step:
             shutil.rmtree(path, ignore_errors=True)
     return final
+
+
+def _unwritten(final: Path, previous: Path | None, error: Exception) -> UserError:
+    """One line for a checkpoint that could not be written (torch reports a full disk as
+    "enforce fail at inline_container.cc ... unexpected pos", so the free space is named)."""
+    reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0][:200]
+    try:
+        free = shutil.disk_usage(final.parent.parent).free
+        reason += f"; {free / 2**20:,.0f} MiB free there"
+    except OSError:
+        pass
+    return UserError(
+        f"could not write checkpoint {final} ({reason}); "
+        f"the last checkpoint, {previous or 'none yet'}, is intact"
+    )
+
+
+def load_weights(path: Path, *, ema: bool = True) -> tuple[dict[str, torch.Tensor], int]:
+    """``(weights, step)`` for inference: the EMA (or raw) weights and ``state.json`` only, so
+    a checkpoint shared without its optimizer and RNG files still loads for eval and sample."""
+    path = Path(path)
+    name = "ema.safetensors" if ema else "model.safetensors"
+    if not (path / name).is_file() or not (path / "state.json").is_file():
+        hint = " (pass --raw_weights to use model.safetensors)" if ema else ""
+        raise UserError(f"checkpoint {path} lacks {name} or state.json{hint}")
+    try:
+        state = json.loads((path / "state.json").read_text())
+        weights = load_file(path / name)
+        step = int(state["step"])
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as error:
+        raise UserError(f"checkpoint {path} is corrupt or truncated ({error})") from None
+    return weights, step
 
 
 def load_checkpoint(path: Path) -> Checkpoint:

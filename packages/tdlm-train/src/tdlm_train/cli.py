@@ -54,7 +54,8 @@ def run_app(body: Callable[[], int]) -> int:
     try:
         return body()
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        for line in str(error).splitlines() or [""]:  # one line per problem
+            print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint written is intact", file=sys.stderr)
@@ -117,9 +118,9 @@ def eval_main(argv: Sequence[str]) -> int:
 
     def body() -> int:
         import dataclasses
-        import json
         from pathlib import Path
 
+        from .atomic import write_json
         from .config import RunConfig
         from .data import prepare_data
         from .evaluate import validate
@@ -142,6 +143,17 @@ def eval_main(argv: Sequence[str]) -> int:
         values, on, overrides = parse_options(argv, set(EVAL_FLAGS), set(EVAL_SWITCHES))
         if "checkpoint" not in values:
             raise UserError("--checkpoint DIR is required")
+        fixed = sorted(k for k in overrides if k.split(".")[0] in ("model", "tree", "tokenizer"))
+        if fixed:
+            raise UserError(
+                f"the checkpoint fixes the model, tree and tokenizer: "
+                f"{', '.join('--' + k for k in fixed)} cannot change them"
+            )
+        if "out" in values:  # before scoring, not after it
+            try:
+                Path(values["out"]).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UserError(f"--out {values['out']}: {error.strerror}") from None
         device = pick_device(overrides.pop("device", "auto"))
         loaded = load_trained(values["checkpoint"], device, ema="raw_weights" not in on)
         config = apply_overrides(loaded.files.config, overrides)
@@ -201,7 +213,7 @@ def eval_main(argv: Sequence[str]) -> int:
             print(f"  gen PPL {scored.perplexity:.2f} ({scored.model}, {scored.tokens} tokens)")
             figures["gen_ppl"] = dataclasses.asdict(scored)
         if "out" in values:
-            Path(values["out"]).write_text(json.dumps(figures, indent=2))
+            write_json(Path(values["out"]), figures)
         return 0
 
     return run_app(body)
@@ -209,8 +221,8 @@ def eval_main(argv: Sequence[str]) -> int:
 
 SAMPLE_FLAGS = {
     "checkpoint": "a checkpoint folder, or a run folder (its latest checkpoint) [required]",
-    "steps": "sampler steps over all levels (default 64)",
-    "temperature": "temperature on child distributions (default 1.0)",
+    "steps": "sampler steps over all levels, at least one per level (default 64)",
+    "temperature": "temperature on child distributions; 0 = greedy (default 1.0)",
     "top_p": "nucleus sampling on child distributions (default 1.0)",
     "count": "sequences to sample (default 4)",
     "length": "tokens per sequence (default: the training sequence length)",
@@ -250,11 +262,21 @@ def sample_main(argv: Sequence[str]) -> int:
             top_p = float(values.get("top_p", 1.0))
         except ValueError as error:
             raise UserError(f"a sampling option is not a number ({error})") from None
+        try:
+            length = int(values["length"]) if "length" in values else None
+        except ValueError as error:
+            raise UserError(f"--length is not a number ({error})") from None
+        small = [f"--{k} {v}" for k, v in (("count", count), ("steps", steps)) if v < 1]
+        small += [f"--length {length}"] if length is not None and length < 1 else []
+        if small:
+            raise UserError(f"must be >= 1: {', '.join(small)}")
         device = pick_device(values.get("device", "auto"))
         loaded = load_trained(values["checkpoint"], device)
         tree = loaded.files.tree
-        length = int(values.get("length", loaded.files.config.seq_len))
+        length = length or loaded.files.config.seq_len
         show = "show_levels" in on
+        if steps < tree.depth:
+            print(f"--steps {steps}: raised to {tree.depth}, one step per tree level")
         try:
             config = SamplerConfig(
                 steps=max(steps, tree.depth),

@@ -8,6 +8,7 @@ sources) and ``owt-small`` (the paper's OpenWebText setting on GPUs).
 """
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -81,6 +82,16 @@ class DiffusionConfig:
             )
         if not 0 < self.cutoff < 1:
             raise UserError(f"--diffusion.cutoff must lie in (0, 1), got {self.cutoff}")
+        # Sampling and validation settings are used mid-run: a bad one must fail here, not
+        # after the first training steps.
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise UserError(
+                f"--diffusion.temperature must be >= 0 (0: greedy), got {self.temperature}"
+            )
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"--diffusion.top_p must lie in (0, 1], got {self.top_p}")
+        if self.sample_steps < 1 or self.eval_samples_per_level < 1:
+            raise UserError("--diffusion.sample_steps and eval_samples_per_level must be >= 1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,8 +109,18 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
             raise UserError(f"--optim.schedule must be constant or cosine, got {self.schedule!r}")
-        if self.lr <= 0 or self.grad_accum < 1 or not 0 <= self.ema_decay < 1:
-            raise UserError("need --optim.lr > 0, --optim.grad_accum >= 1, 0 <= ema_decay < 1")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"--optim.lr must be a positive number, got {self.lr}")
+        if self.grad_accum < 1 or not 0 <= self.ema_decay < 1:
+            raise UserError("need --optim.grad_accum >= 1 and 0 <= --optim.ema_decay < 1")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise UserError(f"--optim.betas takes two numbers in [0, 1), got {self.betas}")
+        for name in ("weight_decay", "grad_clip", "min_lr_ratio"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise UserError(f"--optim.{name} must be a number >= 0, got {value}")
+        if self.warmup_steps < 0:
+            raise UserError(f"--optim.warmup_steps must be >= 0, got {self.warmup_steps}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,20 +157,29 @@ class RunConfig:
             )
         if self.batch_size < 1 or self.seq_len < 3:
             raise UserError("need --batch_size >= 1 and --seq_len >= 3")
-        if self.max_steps < 0 or self.minutes < 0 or (self.max_steps == 0 and self.minutes == 0):
-            raise UserError("give a budget: --max_steps > 0 or --minutes > 0")
-        if min(self.log_every, self.eval_every, self.checkpoint_every, self.keep_last) < 1:
+        if self.seed < 0:
+            raise UserError(f"--seed must be >= 0, got {self.seed}")
+        if not math.isfinite(self.minutes) or self.minutes < 0 or self.max_steps < 0:
             raise UserError(
-                "--log_every, --eval_every, --checkpoint_every, --keep_last must be >= 1"
+                f"--minutes and --max_steps must be >= 0, got {self.minutes} and {self.max_steps}"
             )
+        if self.max_steps == 0 and self.minutes == 0:
+            raise UserError("give a budget: --max_steps > 0 or --minutes > 0")
+        cadences = ("log_every", "eval_every", "checkpoint_every", "keep_last", "eval_batches")
+        low = [f"--{name} {getattr(self, name)}" for name in cadences if getattr(self, name) < 1]
+        if low or self.sample_count < 1:
+            low += [f"--sample_count {self.sample_count}"] if self.sample_count < 1 else []
+            raise UserError(f"must be >= 1: {', '.join(low)}")
         if self.diffusion.estimator in COUNT_ESTIMATORS and self.model.time_conditioning:
             raise UserError(
                 f"--diffusion.estimator {self.diffusion.estimator} needs a network that does not "
                 "see s; with --model.time_conditioning use continuous or cutoff"
             )
 
-    def compatible_with(self, other: "RunConfig") -> list[str]:
-        """Fields that must match to resume: all but budgets, cadences, device and folders."""
+    def differences(self, saved: "RunConfig") -> list[str]:
+        """What stops resuming ``saved``'s run with this config: ``field: checkpoint X, now Y``
+        per differing field. Budgets, cadences, device, folders, the parallel strategy and
+        activation checkpointing may change; everything that shapes the run may not."""
         free = {
             "run_dir",
             "cache_dir",
@@ -162,12 +192,26 @@ class RunConfig:
             "checkpoint_every",
             "keep_last",
             "sample_count",
-        }
-        mine, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
-        for values in (mine, theirs):
             # Recomputing activations changes memory and time, never the function or the state.
-            del values["model"]["checkpoint_blocks"]
-        return sorted(k for k in mine if k not in free and mine[k] != theirs[k])
+            "model.checkpoint_blocks",
+        }
+        mine, theirs = _flat(dataclasses.asdict(self)), _flat(dataclasses.asdict(saved))
+        return [
+            f"{key}: checkpoint {theirs.get(key)!r}, now {mine.get(key)!r}"
+            for key in sorted(set(mine) | set(theirs))
+            if key not in free and mine.get(key) != theirs.get(key)
+        ]
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    """``{"model": {"n_blocks": 4}}`` as ``{"model.n_blocks": 4}``."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def tiny() -> RunConfig:

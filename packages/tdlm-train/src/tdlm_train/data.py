@@ -215,9 +215,19 @@ def prepare_tree(config: TreeConfig, data: PreparedData, *, flat: bool = False) 
         return flat_tree(n, tokenizer_fingerprint=fingerprint)
     if config.path:
         try:
-            return load_tree(config.path, vocab_size=n, tokenizer_fingerprint=fingerprint)
+            tree = load_tree(config.path, vocab_size=n, tokenizer_fingerprint=fingerprint)
         except TreeError as error:
             raise UserError(f"tree.path: {error}") from None
+        if tree.tokenizer_fingerprint is None:
+            logger.warning(
+                "warning: --tree.path %s records no tokenizer fingerprint, so nothing checks that "
+                "it was built for this tokenizer (only the vocabulary size, %d, matches); a tree "
+                "of another tokenizer would train without error but group unrelated tokens. "
+                "Build trees with --tokenizer-fingerprint.",
+                config.path,
+                n,
+            )
+        return tree
     shape = {"leaf_cluster_size": config.leaf_cluster_size or None}
     vectors = None
     identity = asdict(config)

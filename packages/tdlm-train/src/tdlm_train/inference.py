@@ -14,7 +14,7 @@ import torch
 from tdlm_diffusion import TreeProcess
 from tdlm_nn import TreeDiT
 
-from .checkpoint import load_checkpoint, resolve_checkpoint
+from .checkpoint import load_weights, resolve_checkpoint
 from .components import RunFiles, build_network, build_process, load_run_files
 from .errors import UserError
 
@@ -33,16 +33,15 @@ class Loaded:
 def load_trained(checkpoint: str, device: torch.device, *, ema: bool = True) -> Loaded:
     path = resolve_checkpoint(Path(checkpoint))
     files = load_run_files(path.parent.parent)
-    ckpt = load_checkpoint(path)
+    weights, step = load_weights(path, ema=ema)
     process = build_process(files.config, files.tree, files.counts).to(device)
     model = build_network(files.config, files.tree, device)
-    weights = ckpt.ema if ema else ckpt.model
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
         raise UserError(f"checkpoint {path} does not fit its run's config ({error})") from None
     model.eval()
-    return Loaded(files, process, model, int(ckpt.state["step"]), path)
+    return Loaded(files, process, model, step, path)
 
 
 def node_representatives(files: RunFiles) -> np.ndarray:

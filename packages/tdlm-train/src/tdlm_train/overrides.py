@@ -51,25 +51,38 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def apply_overrides(config: C, overrides: dict[str, str]) -> C:
-    """A copy of ``config`` with ``{"section.key": "value"}`` applied (dots walk nested configs)."""
+    """A copy of ``config`` with ``{"section.key": "value"}`` applied (dots walk nested configs).
+
+    Every value is converted first, and the configs' own checks run once on the result, so the
+    order of the flags never matters (``--minutes 0 --max_steps 2`` is ``--max_steps 2 --minutes
+    0``). Every flag that cannot be read is named, one line each.
+    """
+    values = dataclasses.asdict(config)
+    errors = []
     for dotted, text in overrides.items():
-        config = _set(config, dotted.split("."), text, f"--{dotted}")
-    return config
+        try:
+            _set(type(config), values, dotted.split("."), text, f"--{dotted}")
+        except UserError as error:
+            errors.append(str(error))
+    if errors:
+        raise UserError("\n".join(errors))
+    return config_from_dict(type(config), values, "the options")
 
 
-def _set(config: Any, path: list[str], text: str, flag: str) -> Any:
-    types_ = _field_types(type(config))
+def _set(cls: type, values: dict[str, Any], path: list[str], text: str, flag: str) -> None:
+    types_ = _field_types(cls)
     name = path[0].replace("-", "_")
     if name not in types_:
         raise UserError(f"unknown option {flag}; valid here: {', '.join(sorted(types_))}")
-    current = getattr(config, name)
+    hint = types_[name]
     if len(path) > 1:
-        if not dataclasses.is_dataclass(current):
+        if not dataclasses.is_dataclass(hint):
             raise UserError(f"unknown option {flag}: {name} has no sub-options")
-        return dataclasses.replace(config, **{name: _set(current, path[1:], text, flag)})
-    if dataclasses.is_dataclass(current):
+        _set(hint, values[name], path[1:], text, flag)
+        return
+    if dataclasses.is_dataclass(hint):
         raise UserError(f"{flag} is a section; set one of its fields, e.g. {flag}.<field>")
-    return dataclasses.replace(config, **{name: _convert(text, types_[name], flag)})
+    values[name] = _convert(text, hint, flag)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -6,7 +6,9 @@ Issue 5 "Training" and "Checkpoints". The loss is tdlm-diffusion's ``training_lo
 runs the same loop on the flat tree with the full-vocabulary head.
 """
 
+import contextlib
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -40,6 +42,7 @@ from .parallel import (
     local_state_bytes,
     shard,
 )
+from .run_folder import RunFolderLock, check_room, remove_leftovers
 from .runtime import (
     Ema,
     gathered_rng_states,
@@ -71,6 +74,7 @@ def _default_run_dir(config: RunConfig) -> Path:
 
 
 def _check_resume(config: RunConfig, run_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from, its config checked before any data work."""
     latest = latest_checkpoint(run_dir)
     if latest is None:
         if resume:
@@ -81,15 +85,42 @@ def _check_resume(config: RunConfig, run_dir: Path, resume: bool) -> Path | None
             f"{run_dir} already holds checkpoints; pass --resume to continue that "
             "run, or choose another --run_dir"
         )
+    try:
+        saved = json.loads((latest / "state.json").read_text())["config"]
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"--resume: {latest}/state.json is unreadable ({error})") from None
+    differing = config.differences(config_from_dict(RunConfig, saved, f"{latest}/state.json"))
+    if differing:
+        raise UserError(
+            "--resume: this config differs from the checkpoint's: " + "; ".join(differing)
+        )
     return latest
 
 
+# Room asked of the run folder before any data work (logs, plots, run files); the checkpoints'
+# own need is checked once the model's size is known.
+_BASE_ROOM = 64 * 2**20
+
+
 def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train as ``config`` says; returns the run's summary (rank 0 also writes the run folder)."""
+    """Train as ``config`` says; returns the run's summary (rank 0 also writes the run folder).
+
+    Rank 0 holds the run folder's lock for the whole run (a second run on it is refused), and
+    checks it is writable with room, and cleans a killed run's leftovers, before any data work.
+    """
     ddp, device = setup_distributed(config.device)
     run_dir = Path(config.run_dir) if config.run_dir else _default_run_dir(config)
     config = dataclasses.replace(config, run_dir=str(run_dir))
-    latest = _check_resume(config, run_dir, resume)
+    with RunFolderLock(run_dir) if ddp.is_main else contextlib.nullcontext():
+        if ddp.is_main:
+            check_room(run_dir, _BASE_ROOM, "a run")
+            for path in remove_leftovers(run_dir):
+                logger.info("removed %s, left by a run that was killed", path)
+        latest = _check_resume(config, run_dir, resume)
+        return _train(config, ddp, device, run_dir, latest, progress)
+
+
+def _train(config: RunConfig, ddp, device, run_dir: Path, latest, progress: bool) -> TrainResult:
     torch.manual_seed(config.seed + ddp.rank)
 
     # Data, tokenizer and tree: rank 0 builds the caches, the others then read them.
@@ -103,6 +134,9 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
     process = build_process(config, tree, counts).to(device)
     model = build_network(config, tree, device)
     breakdown = param_breakdown(model)
+    if ddp.is_main:  # weights, EMA and AdamW: 16 bytes per parameter, per checkpoint kept
+        kept = config.keep_last + 2  # the newest ones, the best one, the one being written
+        check_room(run_dir, kept * 16 * breakdown.total, f"keeping {kept} checkpoints")
     # FSDP needs a process group (torchrun, even with one process); without one it has
     # nothing to shard and the run is a plain single-process one.
     sharded = config.parallel == "fsdp" and dist.is_initialized()
@@ -140,10 +174,6 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
     step, tokens_seen, best, best_step = 0, 0, math.inf, None
     if latest is not None:
         ckpt = load_checkpoint(latest)
-        saved = config_from_dict(RunConfig, ckpt.state["config"], f"{latest}/state.json")
-        differing = config.compatible_with(saved)
-        if differing:
-            raise UserError(f"--resume: this config differs from the checkpoint's in {differing}")
         try:
             load_model_state(model, ckpt.model)
         except (RuntimeError, KeyError, ValueError) as error:
@@ -338,17 +368,28 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
                 step=step, loss=f"{nelbo:.3f}", tok_s=f"{trained / elapsed:,.0f}", refresh=False
             )
             bar.update(_bar_advance(config, bar, step, elapsed))
-            if (ddp.is_main or collective) and step % config.eval_every == 0:
-                validate_and_log(elapsed)
+            # The checkpoint first: a failing validation must not lose the steps before it.
             if step % config.checkpoint_every == 0:
                 checkpoint_now()
+            if (ddp.is_main or collective) and step % config.eval_every == 0:
+                validate_and_log(elapsed)
+        seconds = time.perf_counter() - start
+        if step % config.checkpoint_every:
+            checkpoint_now()
+        if (ddp.is_main or collective) and (last_validation is None or step % config.eval_every):
+            validate_and_log(seconds)
+    except (UserError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # after training started: one line, and what is kept
+        logger.debug("training stopped", exc_info=True)
+        kept = latest_checkpoint(run_dir)
+        raise UserError(
+            f"training stopped at step {step} ({type(error).__name__}: "
+            f"{str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}); "
+            f"the last checkpoint, {kept or 'none yet'}, is intact"
+        ) from error
     finally:
         bar.close()
-    seconds = time.perf_counter() - start
-    if (ddp.is_main or collective) and (last_validation is None or step % config.eval_every):
-        validate_and_log(seconds)
-    if step % config.checkpoint_every:
-        checkpoint_now()
     state_bytes = local_state_bytes(model, optimizer, ema)
     if ddp.is_main:
         plot_curves(run_dir, f"{config.model.kind} ({tree.level_sizes}), {config.data.source}")
