@@ -3,7 +3,7 @@
     uv run benchmarks/level_diagnosis.py runs/bench/quality-cpu [more bench folders ...]
 
 For every run of each ``apps/bench quality`` output folder, adds the no-context references of
-``tdlm_train.bench.quality.level_references`` (the tree's conditional entropies on the training
+``tdlm_bench.quality.level_references`` (the tree's conditional entropies on the training
 split, and the training unigram's per-level NLL on the validation tokens) where the JSON lacks
 them — benches run before these references existed — then rewrites ``quality.json``, ``.md`` and
 ``.png`` from it (the training runs are not touched) and prints the diagnosis table.
@@ -14,14 +14,14 @@ import argparse
 import json
 from pathlib import Path
 
-from tdlm_train.bench.quality import (
+from tdlm_bench.quality import (
     _plot,
     _verdict,
     level_references,
     level_table,
     quality_markdown,
 )
-from tdlm_train.bench.report import write_report
+from tdlm_bench.report import write_report
 
 
 def _run_dirs(out: Path, runs: list[dict]) -> list[Path]:

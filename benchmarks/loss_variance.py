@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tdlm_bench.report import environment, markdown_table, pyplot, write_report
 
 from tdlm_diffusion import ESTIMATORS, evaluate_nelbo
-from tdlm_train.bench.report import environment, markdown_table, pyplot, write_report
 from tdlm_train.checkpoint import latest_checkpoint
 from tdlm_train.config import preset
 from tdlm_train.data import prepare_data

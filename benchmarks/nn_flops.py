@@ -33,8 +33,9 @@ import time
 from collections.abc import Callable
 
 import torch
+from tdlm_bench.chunked import weighted_cross_entropy
 
-from tdlm_nn import TreeShape, param_breakdown, tiny, weighted_cross_entropy
+from tdlm_nn import TreeShape, param_breakdown, tiny
 
 
 def _seconds(run: Callable[[], object]) -> float:

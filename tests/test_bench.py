@@ -6,9 +6,7 @@ import math
 
 import pytest
 import torch
-
-from tdlm_nn import param_breakdown
-from tdlm_train.bench import (
+from tdlm_bench import (
     MODELS,
     MemoryOptions,
     QualityOptions,
@@ -24,8 +22,10 @@ from tdlm_train.bench import (
     throughput,
     unigram_entropy,
 )
-from tdlm_train.bench.cli import bench_main
-from tdlm_train.bench.contenders import synthetic_tokens
+from tdlm_bench.cli import bench_main
+from tdlm_bench.contenders import synthetic_tokens
+
+from tdlm_nn import param_breakdown
 
 SMALL = Scale(name="small-test", preset="tiny", vocab_size=512, seq_len=32, branching=8)
 # Long enough that the chunked loss (128 positions at a time) holds half the logits, with a

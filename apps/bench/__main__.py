@@ -7,8 +7,12 @@ MFU; ``quality``: both trained on the embedded corpus at equal tokens and equal 
 """
 
 import sys
+from pathlib import Path
 
-from tdlm_train.bench.cli import bench_main
+# The benches live in benchmarks/tdlm_bench, outside the libraries (no wheel ships them).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from tdlm_bench.cli import bench_main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(bench_main(sys.argv[1:]))

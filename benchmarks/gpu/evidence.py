@@ -39,10 +39,10 @@ from pathlib import Path
 
 import torch
 
-from tdlm_diffusion import SamplerConfig, ancestral_sample
-from tdlm_nn import attend, resolve_attention
-from tdlm_train.atomic import atomic_write, write_json
-from tdlm_train.bench import (
+# The benches (benchmarks/tdlm_bench) are imported from their folder, which no wheel installs.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tdlm_bench import (  # noqa: E402
     MODELS,
     SCALES,
     MemoryOptions,
@@ -52,10 +52,14 @@ from tdlm_train.bench import (
     run_memory,
     run_throughput,
 )
-from tdlm_train.bench.contenders import synthetic_tokens
-from tdlm_train.bench.memory import memory_markdown
-from tdlm_train.bench.report import environment
-from tdlm_train.bench.throughput import throughput_markdown
+from tdlm_bench.contenders import synthetic_tokens  # noqa: E402
+from tdlm_bench.memory import memory_markdown  # noqa: E402
+from tdlm_bench.report import environment  # noqa: E402
+from tdlm_bench.throughput import throughput_markdown  # noqa: E402
+
+from tdlm_diffusion import SamplerConfig, ancestral_sample  # noqa: E402
+from tdlm_nn import attend, resolve_attention  # noqa: E402
+from tdlm_train.atomic import atomic_write, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 # The dry run's scale: every code path, seconds on two CPU cores.

@@ -9,7 +9,6 @@ Parameter accounting matches TDLM to an MDLM budget; presets give tiny/small/med
 from .attention import ATTENTION_BACKENDS, attend, resolve_attention
 from .heads import NodeEmbedding, TreeHead
 from .layers import Conditioning, DiTBlock, LayerNorm, apply_rotary, modulate, rotary_tables
-from .loss import chunked_cross_entropy, weighted_cross_entropy
 from .model import DiTBackbone, DiTConfig, TreeDiT
 from .params import ParamBreakdown, breakdown_table, match_budget, param_breakdown
 from .presets import PRESETS, medium, preset, small, tiny
@@ -33,7 +32,6 @@ __all__ = [
     "apply_rotary",
     "attend",
     "breakdown_table",
-    "chunked_cross_entropy",
     "match_budget",
     "medium",
     "modulate",
@@ -43,5 +41,4 @@ __all__ = [
     "rotary_tables",
     "small",
     "tiny",
-    "weighted_cross_entropy",
 ]

@@ -29,7 +29,6 @@ from torch.utils.checkpoint import checkpoint
 from .attention import ATTENTION_BACKENDS, resolve_attention
 from .heads import NodeEmbedding, TreeHead
 from .layers import Conditioning, DiTBlock, LayerNorm, modulate, rotary_tables
-from .loss import chunked_cross_entropy
 from .shape import TreeShape
 
 __all__ = ["DiTBackbone", "DiTConfig", "TreeDiT"]
@@ -188,7 +187,8 @@ class TreeDiT(nn.Module):
                 block.backend = backend
             self._backend_device = device.type
 
-    def _autocast(self, device: torch.device):
+    def autocast(self, device: torch.device):
+        """The precision context the model computes in on ``device`` (bf16 autocast on CUDA)."""
         if self.config.mixed_precision and device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
@@ -202,7 +202,7 @@ class TreeDiT(nn.Module):
         """The backbone's output, the head's input (fp32 on every device)."""
         if not torch.compiler.is_compiling():
             self._set_attention(nodes.device)
-        with self._autocast(nodes.device):
+        with self.autocast(nodes.device):
             return self.backbone(self.embed(nodes), self.cond(level, s))
 
     def forward(
@@ -213,33 +213,5 @@ class TreeDiT(nn.Module):
     ) -> Float[Tensor, "b l k"]:
         """Child-slot logits. ``s`` is read only by a time-conditioned model (else ignored)."""
         hidden = self.hidden(nodes, level, s)
-        with self._autocast(nodes.device):
+        with self.autocast(nodes.device):
             return self.head(hidden, level)
-
-    def chunked_loss(
-        self,
-        nodes: Int[Tensor, "b l"],
-        level: Int[Tensor, " b"],
-        targets: Int[Tensor, "b l"],
-        weights: Float[Tensor, "b l"],
-        s: Float[Tensor, " b"] | None = None,
-        *,
-        chunk_size: int = 128,
-    ) -> Float[Tensor, ""]:
-        """``sum_{i,l} weights[i,l] * CE(logits[i,l], targets[i,l])`` without full logits.
-
-        The memory-lean full-vocabulary baseline (off unless called; ``forward`` is MDLM's plain
-        head): on the flat tree, where every one of the N slots is a token, it equals the same
-        weighted sum over ``forward``'s logits, but logits exist for ``chunk_size`` positions at a
-        time, in the forward pass and again in the backward pass. ``targets`` are token ids
-        (valid everywhere: put 0 where the weight is 0). The weights carry the diffusion loss's
-        masking and ``w(t)``; normalising is the caller's. See :func:`chunked_cross_entropy`.
-        """
-        if not self.shape.is_flat:
-            raise ValueError(
-                "chunked_loss is the flat tree's (MDLM's) full-vocabulary loss; a tree head's "
-                "logits are small and its invalid slots need the diffusion process's mask"
-            )
-        hidden = self.hidden(nodes, level, s)
-        with self._autocast(nodes.device):
-            return chunked_cross_entropy(self.head, hidden, level, targets, weights, chunk_size)

@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from tdlm_diffusion import SamplerConfig, ancestral_sample
+from tdlm_train.errors import UserError
 
-from ..errors import UserError
 from .contenders import MODELS, SCALES, Contender, build_contender, synthetic_tokens
 from .report import environment, markdown_table, write_report
 

@@ -1,4 +1,4 @@
-"""Chunked cross-entropy: the memory-lean full-vocabulary baseline (METHOD.md §1).
+"""The chunked-CE MDLM contender's loss: the memory-lean full-vocabulary baseline (METHOD.md §1).
 
 MDLM's peak training memory is dominated by the ``[batch, length, N]`` logits and their
 gradient. Computing the loss ``chunk_size`` positions at a time under activation checkpointing
@@ -6,6 +6,10 @@ keeps only one chunk's logits alive: the forward pass drops them once the chunk'
 summed, and the backward pass recomputes them (one extra head matmul) and turns them into that
 chunk's gradient before the next chunk. This is the strong baseline TDLM's memory claim must also
 beat; loss and gradients equal the plain computation up to summation order.
+
+It lives with the benches, not in a library: it exists to be compared against (ARCHITECTURE.md),
+and the network package knows no loss. It reaches the network through its public parts only
+(``TreeDiT.hidden``, ``.head``, ``.autocast``).
 """
 
 import torch
@@ -15,7 +19,9 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["chunked_cross_entropy", "weighted_cross_entropy"]
+from tdlm_nn import TreeDiT
+
+__all__ = ["chunked_cross_entropy", "chunked_loss", "weighted_cross_entropy"]
 
 
 def weighted_cross_entropy(
@@ -68,3 +74,32 @@ def chunked_cross_entropy(
     ):
         total = total + checkpoint(_chunk_loss, head, h, level, t, w, use_reentrant=False)
     return total
+
+
+def chunked_loss(
+    model: TreeDiT,
+    nodes: Int[Tensor, "b l"],
+    level: Int[Tensor, " b"],
+    targets: Int[Tensor, "b l"],
+    weights: Float[Tensor, "b l"],
+    s: Float[Tensor, " b"] | None = None,
+    *,
+    chunk_size: int = 128,
+) -> Float[Tensor, ""]:
+    """``sum_{i,l} weights[i,l] * CE(logits[i,l], targets[i,l])`` of a flat-tree ``model``
+    without its full logits.
+
+    On the flat tree every one of the N slots is a token, so this equals the same weighted sum
+    over ``model(nodes, level, s)``'s logits, but logits exist for ``chunk_size`` positions at a
+    time, in the forward pass and again in the backward pass. ``targets`` are token ids (valid
+    everywhere: put 0 where the weight is 0); the weights carry the diffusion loss's masking and
+    ``w(t)``; normalising is the caller's.
+    """
+    if not model.shape.is_flat:
+        raise ValueError(
+            "chunked_loss is the flat tree's (MDLM's) full-vocabulary loss; a tree head's "
+            "logits are small and its invalid slots need the diffusion process's mask"
+        )
+    hidden = model.hidden(nodes, level, s)
+    with model.autocast(nodes.device):
+        return chunked_cross_entropy(model.head, hidden, level, targets, weights, chunk_size)

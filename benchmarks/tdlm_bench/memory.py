@@ -41,14 +41,15 @@ from pathlib import Path
 import torch
 
 from tdlm_nn import param_breakdown
+from tdlm_train.errors import UserError
 
-from ..errors import UserError
 from .contenders import MODELS, SCALES, Scale, contender_config
 from .report import environment, markdown_table, mib, pyplot, write_report
 
 __all__ = ["MemoryOptions", "analytic_peak", "run_memory"]
 
-_CHUNK = 128  # TreeDiT.chunked_loss's default chunk (positions of the sequence)
+_CHUNK = 128  # chunked_loss's default chunk (positions of the sequence)
+_HOME = Path(__file__).resolve().parents[1]  # benchmarks/, the folder holding tdlm_bench
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,7 +127,14 @@ def _workers(
     options: MemoryOptions,
     at_once: int,
 ) -> list[dict]:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    # The worker imports this package from its folder (benchmarks/), which no wheel installs.
+    path = os.pathsep.join(filter(None, [str(_HOME), os.environ.get("PYTHONPATH", "")]))
+    env = {
+        **os.environ,
+        "PYTHONPATH": path,
+        "MALLOC_MMAP_THRESHOLD_": "65536",
+        "MALLOC_TRIM_THRESHOLD_": "0",
+    }
     results = []
     for first in range(0, len(models), at_once):
         workers = []
@@ -139,7 +147,7 @@ def _workers(
                 "dropout": options.dropout,
                 "checkpointed": checkpointed,
             }
-            command = [sys.executable, "-m", "tdlm_train.bench.memory_worker", json.dumps(args)]
+            command = [sys.executable, "-m", "tdlm_bench.memory_worker", json.dumps(args)]
             pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
             workers.append((args, subprocess.Popen(command, env=env, **pipes)))
         for args, worker in workers:

@@ -11,8 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..cli import parse_options, run_app
-from ..errors import UserError
+from tdlm_train.cli import parse_options, run_app
+from tdlm_train.errors import UserError
+
 from .report import default_out_dir
 
 __all__ = ["bench_main"]

@@ -1,4 +1,4 @@
-"""One memory measurement in a fresh process: ``python -m tdlm_train.bench.memory_worker JSON``.
+"""One memory measurement in a fresh process: ``python -m tdlm_bench.memory_worker JSON``.
 
 Prints one JSON line with the peak bytes of one full training step (forward, backward, AdamW
 step) of one contender at one batch size (issue 6, item 1). A fresh process per configuration

@@ -3,7 +3,7 @@
 * ``mdlm`` — MDLM as it computes: the flat tree, full-vocabulary logits ``[b, l, N]`` and the
   diffusion loss on them (tdlm-diffusion's ``training_loss``; on the flat tree it is MDLM's
   loss, invariant I1 of METHOD.md §5).
-* ``mdlm-chunked`` — the same network and loss through :meth:`TreeDiT.chunked_loss`: logits for
+* ``mdlm-chunked`` — the same network and loss through :func:`.chunked.chunked_loss`: logits for
   128 positions at a time, recomputed in the backward pass. The memory-lean baseline the paper
   does not compare against.
 * ``tdlm`` — a K-ary vocabulary tree and the same preset deepened to MDLM's parameter budget
@@ -23,6 +23,8 @@ from tdlm_diffusion import TreeProcess, noised_batch, training_loss
 from tdlm_nn import DiTConfig, TreeDiT, TreeShape, param_breakdown
 from tdlm_nn import preset as model_preset
 from tdlm_tree import VocabTree, flat_tree, random_tree
+
+from .chunked import chunked_loss
 
 __all__ = [
     "MODELS",
@@ -95,7 +97,7 @@ class Contender:
         draw = noised_batch(self.process, x)
         weights = self.process.is_masked(draw.z, draw.level) * draw.weight[:, None]
         targets = self.process.target_slots(x, draw.level)
-        return self.model.chunked_loss(draw.z, draw.level, targets, weights.float()) / x.numel()
+        return chunked_loss(self.model, draw.z, draw.level, targets, weights.float()) / x.numel()
 
     def train_step(self, x: Int[Tensor, "b l"]) -> float:
         """Forward, backward and the AdamW step; returns the loss."""

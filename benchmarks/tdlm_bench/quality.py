@@ -43,17 +43,17 @@ import numpy as np
 import torch
 
 from tdlm_diffusion import SamplerConfig
+from tdlm_train.components import load_run_files
+from tdlm_train.config import RunConfig, preset
+from tdlm_train.data import prepare_data
+from tdlm_train.errors import UserError
+from tdlm_train.evaluate import Validation, sample_texts
+from tdlm_train.inference import load_trained
+from tdlm_train.overrides import apply_overrides
+from tdlm_train.runtime import pick_device
+from tdlm_train.trainer import train
 from tdlm_tree import conditional_cross_entropies, conditional_entropies
 
-from ..components import load_run_files
-from ..config import RunConfig, preset
-from ..data import prepare_data
-from ..errors import UserError
-from ..evaluate import Validation, sample_texts
-from ..inference import load_trained
-from ..overrides import apply_overrides
-from ..runtime import pick_device
-from ..trainer import train
 from .report import environment, markdown_table, pyplot, write_report
 
 __all__ = ["QualityOptions", "run_quality", "unigram_entropy", "level_references"]
@@ -179,7 +179,7 @@ def _generated(run_dir: Path, options: QualityOptions, device: torch.device) -> 
         "samples": [t[:300] for t in texts[:2]],
     }
     if options.gen_ppl_model:
-        from ..genppl import generative_perplexity
+        from tdlm_train.genppl import generative_perplexity
 
         out["gen_ppl"] = dataclasses.asdict(
             generative_perplexity(texts, options.gen_ppl_model, device=device)
