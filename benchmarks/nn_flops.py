@@ -34,6 +34,7 @@ from collections.abc import Callable
 
 import torch
 from tdlm_bench.chunked import weighted_cross_entropy
+from tdlm_bench.throughput import step_flops
 
 from tdlm_nn import TreeShape, param_breakdown, tiny
 
@@ -67,13 +68,10 @@ def tiny_training_step(
         model.zero_grad(set_to_none=True)
         weighted_cross_entropy(model(nodes, level), targets, weights).backward()
 
-    width, hidden = config.width, config.hidden_size
-    per_token = config.n_blocks * (4 * width**2 + 2 * width * hidden) + width * shape.num_slots
-    flops = 6 * per_token * batch * length + 12 * config.n_blocks * batch * length**2 * width
+    flops = step_flops(config, batch, length)
     info = {
         "config": config.to_dict(),
         "parameters": param_breakdown(config).total,
-        "matmul_parameters_per_token": per_token,
         "batch": batch,
         "length": length,
         "step_flops": flops,

@@ -20,7 +20,6 @@ from tdlm_bench import (
     run_quality,
     run_throughput,
     throughput,
-    unigram_entropy,
 )
 from tdlm_bench.cli import bench_main
 from tdlm_bench.contenders import synthetic_tokens
@@ -187,11 +186,6 @@ def test_quality_bench(tmp_path, corpus, cache):
     assert (tmp_path / "q" / "quality.png").stat().st_size > 0
     markdown = (tmp_path / "q" / "quality.md").read_text()
     assert "val NELBO" in markdown and "±" in markdown and "Per seed" in markdown
-
-
-def test_unigram_entropy():
-    assert unigram_entropy([5] * 10) == 0
-    assert unigram_entropy([1, 2, 3, 4]) == pytest.approx(math.log(4))
 
 
 @pytest.mark.parametrize(

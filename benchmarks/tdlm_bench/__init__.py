@@ -6,7 +6,7 @@ into its output folder. Results on this project's machines are in ``docs/benchma
 
 from .contenders import MODELS, SCALES, Contender, Scale, build_contender, contender_config
 from .memory import MemoryOptions, analytic_peak, run_memory
-from .quality import QualityOptions, run_quality, unigram_entropy
+from .quality import QualityOptions, run_quality
 from .throughput import ThroughputOptions, run_throughput, step_flops
 
 __all__ = [
@@ -24,5 +24,4 @@ __all__ = [
     "run_quality",
     "run_throughput",
     "step_flops",
-    "unigram_entropy",
 ]

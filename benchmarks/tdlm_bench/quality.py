@@ -35,14 +35,12 @@ import dataclasses
 import json
 import math
 import statistics
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from tdlm_diffusion import SamplerConfig
 from tdlm_train.components import load_run_files
 from tdlm_train.config import RunConfig, preset
 from tdlm_train.data import prepare_data
@@ -52,11 +50,11 @@ from tdlm_train.inference import load_trained
 from tdlm_train.overrides import apply_overrides
 from tdlm_train.runtime import pick_device
 from tdlm_train.trainer import train
-from tdlm_tree import conditional_cross_entropies, conditional_entropies
+from tdlm_tree import conditional_cross_entropies, conditional_entropies, unigram_entropy
 
 from .report import environment, markdown_table, pyplot, write_report
 
-__all__ = ["QualityOptions", "run_quality", "unigram_entropy", "level_references"]
+__all__ = ["QualityOptions", "run_quality", "level_references"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,13 +73,6 @@ class QualityOptions:
     gen_ppl_model: str = ""  # a transformers causal LM to score the samples with
     overrides: dict[str, str] = field(default_factory=dict)  # --section.key for every run
     out_dir: Path = Path("runs/bench/quality")
-
-
-def unigram_entropy(tokens: list[int]) -> float:
-    """Entropy (nats) of the token frequencies within one sequence."""
-    counts = Counter(tokens)
-    total = sum(counts.values())
-    return -sum(c / total * math.log(c / total) for c in counts.values())
 
 
 def _variants(options: QualityOptions) -> list[tuple[str, dict[str, str]]]:
@@ -165,11 +156,12 @@ def _generated(run_dir: Path, options: QualityOptions, device: torch.device) -> 
         loaded.files.tokenizer,
         count=options.samples,
         length=config.seq_len,
-        config=SamplerConfig(steps=max(config.diffusion.sample_steps, loaded.files.tree.depth)),
+        config=config.diffusion.sampler(loaded.files.tree.depth),
         device=device,
         seed=config.seed,
     )
-    entropies = [unigram_entropy(row.tolist()) for row in result.tokens.cpu()]
+    # Entropy (nats) of the token frequencies within each sample: low when a sampler repeats.
+    entropies = [unigram_entropy(np.bincount(row)) for row in result.tokens.cpu().numpy()]
     out = {
         "unigram_entropy": {
             "mean": statistics.fmean(entropies),

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from tdlm_diffusion import SamplerConfig, ancestral_sample
+from tdlm_nn import DiTConfig
 from tdlm_train.errors import UserError
 
 from .contenders import MODELS, SCALES, Contender, build_contender, synthetic_tokens
@@ -50,9 +51,8 @@ class ThroughputOptions:
     out_dir: Path = Path("runs/bench/throughput")
 
 
-def step_flops(contender: Contender, batch: int, length: int) -> int:
+def step_flops(config: DiTConfig, batch: int, length: int) -> int:
     """Model FLOPs of one training step (forward + backward), as in the module doc."""
-    config = contender.model.config
     d, hidden = config.width, config.hidden_size
     per_token = config.n_blocks * (4 * d * d + 2 * d * hidden) + d * config.shape.num_slots
     return 6 * per_token * batch * length + 12 * config.n_blocks * batch * length**2 * d
@@ -125,7 +125,7 @@ def run_throughput(options: ThroughputOptions, log=print) -> dict:
         )
     results = {}
     for m, contender in contenders.items():
-        flops = step_flops(contender, options.batch, scale.seq_len)
+        flops = step_flops(contender.model.config, options.batch, scale.seq_len)
         tokens = options.batch * scale.seq_len
         mfu = [t / tokens * flops / rate for t, rate in zip(train[m], matmul, strict=True)]
         results[m] = {

@@ -192,8 +192,6 @@ def eval_main(argv: Sequence[str]) -> int:
         print(f"  BPB    {result.bits_per_byte:.4f}")
         figures = dataclasses.asdict(result) | {"weights": weights}
         if "gen_ppl_model" in values:
-            from tdlm_diffusion import SamplerConfig
-
             from .evaluate import sample_texts
             from .genppl import generative_perplexity
 
@@ -203,9 +201,7 @@ def eval_main(argv: Sequence[str]) -> int:
                 data.tokenizer,
                 count=8,
                 length=config.seq_len,
-                config=SamplerConfig(
-                    steps=max(config.diffusion.sample_steps, loaded.files.tree.depth)
-                ),
+                config=config.diffusion.sampler(loaded.files.tree.depth),
                 device=device,
                 seed=config.seed,
             )

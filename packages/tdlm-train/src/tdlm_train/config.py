@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tdlm_diffusion import COUNT_ESTIMATORS, ESTIMATORS
+from tdlm_diffusion import COUNT_ESTIMATORS, ESTIMATORS, SamplerConfig
 
 from .corpus import CorpusConfig
 from .data import TreeConfig
@@ -92,6 +92,12 @@ class DiffusionConfig:
             raise UserError(f"--diffusion.top_p must lie in (0, 1], got {self.top_p}")
         if self.sample_steps < 1 or self.eval_samples_per_level < 1:
             raise UserError("--diffusion.sample_steps and eval_samples_per_level must be >= 1")
+
+    def sampler(self, depth: int) -> SamplerConfig:
+        """The run's samples' sampler on a tree of ``depth`` levels (at least a step per level)."""
+        return SamplerConfig(
+            steps=max(self.sample_steps, depth), temperature=self.temperature, top_p=self.top_p
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
-from tdlm_diffusion import SamplerConfig, training_loss
+from tdlm_diffusion import training_loss
 from tdlm_nn import param_breakdown
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -201,11 +201,7 @@ def _train(config: RunConfig, ddp, device, run_dir: Path, latest, progress: bool
     if ddp.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_run_files(run_dir, RunFiles(config, data.tokenizer, tree, counts))
-    sampler = SamplerConfig(
-        steps=max(config.diffusion.sample_steps, tree.depth),
-        temperature=config.diffusion.temperature,
-        top_p=config.diffusion.top_p,
-    )
+    sampler = config.diffusion.sampler(tree.depth)
     level_weights = config.diffusion.level_weights or None
     tokens_per_step = config.batch_size * config.seq_len * config.optim.grad_accum * ddp.world_size
 
