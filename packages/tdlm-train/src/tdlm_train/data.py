@@ -20,14 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from tdlm_tree import (
+    METHODS,
     TreeError,
     VocabTree,
-    cooccurrence_tree,
-    embedding_tree,
+    build_tree,
     flat_tree,
-    frequency_tree,
     load_tree,
-    random_tree,
     save_tree,
 )
 
@@ -44,7 +42,6 @@ _CACHE_VERSION = 1
 # Part of the tree cache key: bump it whenever a construction changes what it builds (2: the
 # k-means constructions became exact on every BLAS and thread count).
 _TREE_CACHE_VERSION = 2
-_TREE_METHODS = ("cooccurrence", "frequency", "random", "embedding", "flat")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,8 +56,8 @@ class TreeConfig:
     path: str = ""  # a tree saved by tdlm-tree; overrides the fields above
 
     def __post_init__(self) -> None:
-        if self.method not in _TREE_METHODS:
-            raise UserError(f"tree.method must be one of {_TREE_METHODS}, got {self.method!r}")
+        if self.method not in METHODS:
+            raise UserError(f"tree.method must be one of {METHODS}, got {self.method!r}")
         if self.branching < 2 or self.leaf_cluster_size < 0:
             raise UserError("tree.branching must be >= 2 and tree.leaf_cluster_size >= 0")
 
@@ -246,29 +243,15 @@ def prepare_tree(config: TreeConfig, data: PreparedData, *, flat: bool = False) 
             logger.warning("cached tree is damaged (%s); rebuilding it", error)
     ids = np.asarray(data.train_tokens, dtype=np.int64)
     logger.info("building a %s tree (K=%d) over %d tokens", config.method, config.branching, n)
-    if config.method == "cooccurrence":
-        tree = cooccurrence_tree(
-            ids, n, config.branching, seed=config.seed, tokenizer_fingerprint=fingerprint, **shape
-        )
-    elif config.method == "embedding":
-        tree = embedding_tree(
-            vectors,
-            np.bincount(ids, minlength=n),
-            config.branching,
-            seed=config.seed,
-            tokenizer_fingerprint=fingerprint,
-            **shape,
-        )
-    elif config.method == "frequency":
-        tree = frequency_tree(
-            np.bincount(ids, minlength=n),
-            config.branching,
-            tokenizer_fingerprint=fingerprint,
-            **shape,
-        )
-    else:
-        tree = random_tree(
-            n, config.branching, seed=config.seed, tokenizer_fingerprint=fingerprint, **shape
-        )
+    tree = build_tree(
+        config.method,
+        n,
+        config.branching,
+        tokens=ids,
+        vectors=vectors,
+        seed=config.seed,
+        tokenizer_fingerprint=fingerprint,
+        **shape,
+    )
     save_tree(tree, path)
     return tree

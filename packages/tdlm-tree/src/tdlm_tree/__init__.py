@@ -10,6 +10,7 @@ from .build import embedding_tree, flat_tree, frequency_tree, random_tree
 from .cluster import balanced_kmeans, within_group_sq_distance
 from .cooccurrence import cooccurrence_tree, cooccurrence_vectors
 from .io import FORMAT_VERSION, load_tree, save_tree
+from .methods import METHODS, build_tree
 from .shape import group_sizes, level_sizes_for, resolve_branching
 from .stats import (
     LevelStats,
@@ -25,10 +26,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FORMAT_VERSION",
+    "METHODS",
     "LevelStats",
     "TreeError",
     "VocabTree",
     "balanced_kmeans",
+    "build_tree",
     "conditional_cross_entropies",
     "conditional_entropies",
     "cooccurrence_tree",

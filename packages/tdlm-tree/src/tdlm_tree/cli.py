@@ -13,16 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .build import embedding_tree, flat_tree, frequency_tree, random_tree
-from .cooccurrence import cooccurrence_tree
 from .io import load_tree, save_tree
+from .methods import METHODS, build_tree
 from .stats import format_stats
 from .tree import TreeError, VocabTree
 
 __all__ = ["main"]
-
-METHODS = ("flat", "random", "frequency", "embedding", "cooccurrence")
-
 
 class UsageError(Exception):
     """A command-line mistake: reported as one line, exit status 2."""
@@ -164,43 +160,31 @@ def _build(args: argparse.Namespace) -> tuple[VocabTree, np.ndarray | None]:
 
 
 def _construct(args: argparse.Namespace, n: int, counts, tokens, vectors) -> VocabTree:
-    shape = {"leaf_cluster_size": args.leaf_cluster_size}
-    fingerprint = args.tokenizer_fingerprint
-    if args.method == "flat":
-        return flat_tree(n, tokenizer_fingerprint=fingerprint)
-    if args.method == "random":
-        return random_tree(
-            n, args.branching, seed=args.seed, tokenizer_fingerprint=fingerprint, **shape
-        )
-    if args.method == "frequency":
-        if counts is None:
-            raise UsageError("--method frequency needs --counts or --tokens")
-        return frequency_tree(counts, args.branching, tokenizer_fingerprint=fingerprint, **shape)
-    if args.method == "embedding":
-        if vectors is None:
-            raise UsageError("--method embedding needs --vectors")
-        return embedding_tree(
-            vectors,
-            counts,
-            args.branching,
-            seed=args.seed,
-            iterations=args.iterations,
-            tokenizer_fingerprint=fingerprint,
-            **shape,
-        )
-    if tokens is None:
-        raise UsageError("--method cooccurrence needs --tokens")
-    return cooccurrence_tree(
-        tokens,
+    needs = {"frequency": (counts, "--counts or --tokens"), "embedding": (vectors, "--vectors")}
+    needs["cooccurrence"] = (tokens, "--tokens")
+    given, flags = needs.get(args.method, (True, ""))
+    if given is None:
+        raise UsageError(f"--method {args.method} needs {flags}")
+    options = {
+        "embedding": {"iterations": args.iterations},
+        "cooccurrence": {
+            "dim": args.dim,
+            "window": args.window,
+            "context_size": args.context_size,
+            "iterations": args.iterations,
+        },
+    }.get(args.method, {})
+    return build_tree(
+        args.method,
         n,
         args.branching,
+        tokens=tokens,
+        counts=counts,
+        vectors=vectors,
         seed=args.seed,
-        dim=args.dim,
-        window=args.window,
-        context_size=args.context_size,
-        iterations=args.iterations,
-        tokenizer_fingerprint=fingerprint,
-        **shape,
+        leaf_cluster_size=args.leaf_cluster_size,
+        tokenizer_fingerprint=args.tokenizer_fingerprint,
+        **options,
     )
 
 
