@@ -44,13 +44,19 @@ def test_a_second_run_on_a_locked_folder_is_refused_naming_the_holder(tmp_path, 
     assert train_main(small_args(run, max_steps=1)) == 0  # released: the folder is usable
 
 
-def test_an_unusable_folder_is_refused_before_any_data_work(
-    tmp_path, small_args, capsys, monkeypatch
-):
+@pytest.fixture
+def no_data_work(monkeypatch):
+    """Any data preparation fails the test: what it guards must be refused before it."""
+
     def no_data(*_args, **_kwargs):
         raise AssertionError("data preparation started")
 
     monkeypatch.setattr(trainer, "prepare_data", no_data)
+
+
+def test_an_unusable_folder_is_refused_before_any_data_work(
+    tmp_path, small_args, capsys, monkeypatch, no_data_work
+):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     assert train_main(small_args(blocker / "run")) == 2
@@ -114,12 +120,8 @@ def test_killed_runs_leftovers_are_cleaned_and_a_lone_old_copy_restored(
 
 
 def test_a_changed_config_is_named_field_by_field_before_any_data_work(
-    tmp_path, finished, small_args, capsys, monkeypatch
+    finished, small_args, capsys, no_data_work
 ):
-    def no_data(*_args, **_kwargs):
-        raise AssertionError("data preparation started")
-
-    monkeypatch.setattr(trainer, "prepare_data", no_data)
     argv = small_args(finished, max_steps=6, **{"model.n_blocks": 2, "optim.lr": "1e-3"})
     assert train_main([*argv, "--resume"]) == 2
     (line,) = _error_lines(capsys)
