@@ -34,8 +34,7 @@ def measure_model(process, batch: int, length: int, repeats: int) -> dict[str, f
     model = tiny(TreeShape.of(process.tree)).build()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randint(0, process.vocab_size, (batch, length))
-    level = torch.zeros(batch, dtype=torch.long)
-    nodes = process.forward_sample(x, torch.full((batch,), 0.5))
+    nodes, level, _ = process.forward_sample(x, torch.full((batch,), 0.5))
 
     def step() -> None:
         training_loss(process, model, x).loss.backward()

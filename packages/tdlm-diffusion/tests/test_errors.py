@@ -35,7 +35,7 @@ def _zeros(width=4):
 
 
 def _z():
-    return PROCESS.forward_sample(X, T, torch.Generator().manual_seed(0))
+    return PROCESS.forward_sample(X, T, torch.Generator().manual_seed(0)).z
 
 
 CASES = {
@@ -43,9 +43,14 @@ CASES = {
     "negative token id": (lambda: PROCESS.forward_sample(X - 30, T), "outside the tree's"),
     "tokens from a bigger tokenizer": (
         lambda: training_loss(PROCESS, _zeros(), torch.tensor([[5, 25]])), "another tokenizer"),
+    "count-estimator tokens from a bigger tokenizer": (
+        lambda: training_loss(PROCESS, _zeros(), torch.tensor([[5, 25]]), estimator="count"),
+        "another tokenizer"),
     "float token ids": (lambda: PROCESS.forward_sample(X.float(), T), "integer tensor"),
     "token ids without a batch axis": (lambda: PROCESS.forward_sample(X[0], T[:1]),
                                        r"shape \[batch, length\]"),
+    "training tokens without a batch axis": (lambda: training_loss(PROCESS, _zeros(), X[0]),
+                                             r"shape \[batch, length\]"),
     "t above 1": (lambda: PROCESS.forward_sample(X, T + 0.5), r"must lie in \[0, 1\]"),
     "t below 0": (lambda: PROCESS.forward_sample(X, -T), r"must lie in \[0, 1\]"),
     "t NaN": (lambda: PROCESS.forward_sample(X, torch.full((3,), float("nan"))), "NaN"),

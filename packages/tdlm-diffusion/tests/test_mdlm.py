@@ -71,7 +71,7 @@ def test_i1_flat_tree_loss_is_mdlm_loss(vocab, batch, length, seed, times):
     x = torch.randint(0, vocab, (batch, length), generator=g)
     t = torch.tensor(times[:batch], dtype=torch.float64)
     net = _network(vocab, seed)
-    z = process.forward_sample(x, t, torch.Generator().manual_seed(seed))
+    z = process.forward_sample(x, t, torch.Generator().manual_seed(seed)).z
     z_ref = mdlm_q_xt(x, t, vocab, torch.Generator().manual_seed(seed))
     assert torch.equal(z, z_ref)
     ours = diffusion_loss(process, net(z), x, z, t)

@@ -21,8 +21,7 @@ def test_forward_sample_moves_only_to_the_two_ancestors(tree, config, seed):
     process = TreeProcess(tree, config.build(tree))
     x, g = _batch(tree, seed)
     t = torch.rand(x.shape[0], generator=g)
-    z = process.forward_sample(x, t, torch.Generator().manual_seed(seed))
-    level, _ = process.schedule.level_of(t)
+    z, level, _ = process.forward_sample(x, t, torch.Generator().manual_seed(seed))
     low, high = process.ancestor(x, level), process.ancestor(x, level + 1)
     assert ((z == low) | (z == high)).all()
     assert torch.equal(process.is_masked(z, level), z == high)
@@ -37,11 +36,24 @@ def test_levels_are_deterministic_at_their_boundaries(tree):
     x, g = _batch(tree, 0)
     for h, tau in enumerate(process.schedule.taus.tolist()):
         t = torch.full((x.shape[0],), tau, dtype=torch.float64)
-        z = process.forward_sample(x, t, g)
+        z = process.forward_sample(x, t, g).z
         expected = process.ancestors[x, h]  # τ_h: exactly the level-h ancestor (τ_H: the root)
         assert torch.equal(z, expected)
-    assert (process.forward_sample(x, torch.ones(x.shape[0]), g) == process.root).all()
-    assert torch.equal(process.forward_sample(x, torch.zeros(x.shape[0]), g), x)
+    assert (process.forward_sample(x, torch.ones(x.shape[0]), g).z == process.root).all()
+    assert torch.equal(process.forward_sample(x, torch.zeros(x.shape[0]), g).z, x)
+
+
+@given(small_trees(), schedule_configs(), st.integers(0, 1000))
+def test_forward_sample_is_sample_in_level_at_the_level_of_t(tree, config, seed):
+    """forward_sample returns the (h, s) of t, and its z is sample_in_level's draw there."""
+    process = TreeProcess(tree, config.build(tree))
+    x, g = _batch(tree, seed)
+    t = torch.rand(x.shape[0], generator=g)
+    z, level, s = process.forward_sample(x, t, torch.Generator().manual_seed(seed))
+    expected_level, expected_s = process.schedule.level_of(t)
+    assert torch.equal(level, expected_level)
+    assert torch.equal(s, expected_s)
+    assert torch.equal(z, process.sample_in_level(x, level, s, torch.Generator().manual_seed(seed)))
 
 
 @given(small_trees(), st.integers(0, 1000))

@@ -99,7 +99,7 @@ def test_forward_sample_frequencies_match_the_matrix(tree, config, t):
     draws = 4000
     x = torch.arange(tree.vocab_size).repeat(draws, 1)
     z = process.forward_sample(x, torch.full((draws,), t, dtype=torch.float64),
-                               torch.Generator().manual_seed(1234))
+                               torch.Generator().manual_seed(1234)).z
     q = transition_matrix(process, t)[: tree.vocab_size].numpy()
     for token in range(tree.vocab_size):
         counts = np.bincount(z[:, token].numpy(), minlength=tree.num_nodes)

@@ -26,7 +26,7 @@ from .estimators import (
     training_loss,
 )
 from .evaluation import NelboEstimate, bits_per_byte, evaluate_nelbo, perplexity
-from .process import TreeProcess
+from .process import ForwardSample, TreeProcess
 from .protocol import Denoiser, TimeConditionedDenoiser
 from .sampler import (
     SamplerConfig,
@@ -62,6 +62,7 @@ __all__ = [
     "Denoiser",
     "DiffusionInputError",
     "DiffusionSchedule",
+    "ForwardSample",
     "InLevelSchedule",
     "LinearSchedule",
     "NelboEstimate",

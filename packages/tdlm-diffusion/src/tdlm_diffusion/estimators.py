@@ -45,7 +45,7 @@ from .elbo import (
 )
 from .process import TreeProcess
 from .protocol import Denoiser, TimeConditionedDenoiser
-from .validation import DiffusionInputError, check_level_weights, check_tokens
+from .validation import DiffusionInputError, check_level_weights
 
 __all__ = [
     "COUNT_ESTIMATORS",
@@ -116,28 +116,29 @@ def noised_batch(
     generator: torch.Generator | None = None,
 ) -> NoisedBatch:
     """Draw low-discrepancy times, the state ``z`` and the weights of ``estimator``."""
-    check_tokens(x, process.vocab_size)
     check_estimator(estimator, cutoff, process.pass_time)
-    batch, length = x.shape
+    # Each branch's one process call checks x (a device sync, so not twice); the shape is
+    # indexed, not unpacked, so that a wrong-rank x reaches that check's clear message.
+    batch, length = x.shape[0], x.shape[-1]
     t = low_discrepancy_times(batch, generator=generator, device=x.device)
+    if estimator == "continuous":
+        z, level, s = process.forward_sample(x, t, generator)
+        return NoisedBatch(t=t, level=level, s=s, z=z, weight=process.schedule.elbo_weight(t))
     level, s = process.schedule.level_of(t)
     # 1 / Δ_h, the density of level h under t ~ U[0, 1], is in every estimator's weight.
     delta = process.schedule.delta(level, t.dtype)
     if estimator == "count":
         count = masked_count(s, length)
-        z = process._mask_count(x, level, count, generator)
+        z = process.mask_count(x, level, count, generator)
         weight = (length / count).to(t.dtype) / delta
     elif estimator == "harmonic":
         count = harmonic_count(s, length)
-        z = process._mask_count(x, level, count, generator)
+        z = process.mask_count(x, level, count, generator)
         weight = torch.full_like(t, harmonic_number(length)) / delta
-    elif estimator == "cutoff":
+    else:  # cutoff
         s = cutoff + (1 - cutoff) * s  # uniform on [ε, 1]: density 1 / (1 - ε)
-        z = process._noise(x, level, s, generator)
+        z = process.sample_in_level(x, level, s, generator)
         weight = (1 - cutoff) * process.schedule.in_level_weight(s) / delta
-    else:
-        z = process._noise(x, level, s, generator)
-        weight = process.schedule.elbo_weight(t)
     return NoisedBatch(t=t, level=level, s=s, z=z, weight=weight)
 
 

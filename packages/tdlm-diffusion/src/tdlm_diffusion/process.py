@@ -12,7 +12,7 @@ the choice of time conditioning lives in one place for training, evaluation and 
 Node ids are global ids throughout (``tree.level_offsets[h] + local id``).
 """
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -32,7 +32,16 @@ from .validation import (
     check_tokens,
 )
 
-__all__ = ["TreeProcess"]
+__all__ = ["ForwardSample", "TreeProcess"]
+
+
+class ForwardSample(NamedTuple):
+    """A draw of :meth:`TreeProcess.forward_sample`: the state and the ``(h, s)`` of its ``t``,
+    which is what a loss needs next (``process.child_logits(denoiser, z, level, s)``)."""
+
+    z: Int[Tensor, "b l"]
+    level: Int[Tensor, " b"]
+    s: Float[Tensor, " b"]
 
 
 def _long(values: Any) -> Tensor:
@@ -114,12 +123,12 @@ class TreeProcess(nn.Module):
         x: Int[Tensor, "b l"],
         t: Float[Tensor, " b"],
         generator: torch.Generator | None = None,
-    ) -> Int[Tensor, "b l"]:
-        """Draw ``z_t ~ q_t(· | x)``: global node ids, one time per sequence."""
+    ) -> ForwardSample:
+        """Draw ``z_t ~ q_t(· | x)`` (global node ids, one time per sequence) and its ``(h, s)``."""
         check_tokens(x, self.vocab_size)
         check_times(t, x.shape[0])
         level, s = self.schedule.level_of(t)
-        return self._noise(x, level, s, generator)
+        return ForwardSample(self._noise(x, level, s, generator), level, s)
 
     def sample_in_level(
         self,
@@ -167,15 +176,6 @@ class TreeProcess(nn.Module):
         check_tokens(x, self.vocab_size)
         check_levels(level, x.shape[0], self.depth)
         check_counts(count, x.shape[0], x.shape[1])
-        return self._mask_count(x, level, count, generator)
-
-    def _mask_count(
-        self,
-        x: Int[Tensor, "b l"],
-        level: Int[Tensor, " b"],
-        count: Int[Tensor, " b"],
-        generator: torch.Generator | None = None,
-    ) -> Int[Tensor, "b l"]:
         # The ranks of i.i.d. uniforms are a uniform permutation; ties (float32 draws collide
         # at L ~ 1000) are broken by position, which keeps the count exact.
         u = torch.rand(x.shape, generator=generator, device=x.device)

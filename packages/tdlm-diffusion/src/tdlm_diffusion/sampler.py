@@ -57,12 +57,12 @@ class SamplerConfig:
     ``keep_trajectory`` returns the nodes after every step (memory: ``(steps + 1) · b · l`` ids).
     """
 
-    steps: int
-    step_allocation: Literal["uniform", "time"] = "uniform"
-    temperature: float = 1.0
-    top_p: float = 1.0
-    cache: bool = True
-    keep_trajectory: bool = False
+    steps: int = 64  # grid steps over all levels (at least one per level)
+    step_allocation: Literal["uniform", "time"] = "uniform"  # steps per level: equal or ∝ Δ_h
+    temperature: float = 1.0  # divides the child logits (0: greedy)
+    top_p: float = 1.0  # keep the most probable children up to this mass (1: all)
+    cache: bool = True  # reuse the network output after a step that changed nothing
+    keep_trajectory: bool = False  # also return the nodes after every step
 
     def __post_init__(self) -> None:
         if self.steps < 1:

@@ -211,6 +211,10 @@ class DiffusionSchedule(nn.Module):
         return f"in_level={self.in_level!r}, deltas=({deltas})"
 
 
+# Named so that ScheduleConfig's field, with its help comment, fits on one line.
+Allocation = Literal["uniform", "linear", "exponential", "explicit", "entropy"]
+
+
 @dataclass(frozen=True, kw_only=True)
 class ScheduleConfig:
     """A serialisable schedule description that builds a :class:`DiffusionSchedule` for a tree.
@@ -219,11 +223,11 @@ class ScheduleConfig:
     ``proportions`` by ``explicit``; ``entropy`` needs token ``counts`` at build time.
     """
 
-    alpha: Literal["linear", "cosine", "polynomial"] = "linear"
-    power: float = 2.0
-    allocation: Literal["uniform", "linear", "exponential", "explicit", "entropy"] = "uniform"
-    gamma: float = 0.5
-    proportions: tuple[float, ...] | None = None
+    alpha: Literal["linear", "cosine", "polynomial"] = "linear"  # in-level schedule α(s)
+    power: float = 2.0  # p of the polynomial schedule α(s) = 1 - s^p
+    allocation: Allocation = "uniform"  # how time splits into the levels' spans Δ_h
+    gamma: float = 0.5  # γ of the exponential allocation Δ_h ∝ γ^h
+    proportions: tuple[float, ...] | None = None  # the explicit allocation's Δ_h, one per level
 
     def __post_init__(self) -> None:
         if self.alpha not in ("linear", "cosine", "polynomial"):
