@@ -3,7 +3,8 @@
 A node embedding over every tree node, the MDLM/SEDD DiT backbone (adaLN-Zero, rotary,
 bidirectional attention through xformers, SDPA or plain math), and a per-level child-slot head,
 together implementing the denoiser protocol ``model(nodes, level[, s]) -> logits [b, l, k]``.
-Parameter accounting matches TDLM to an MDLM budget; presets give tiny/small/medium models.
+Parameter accounting matches TDLM to an MDLM budget; presets give tiny/small/medium models,
+and :class:`NetworkConfig` (a preset and its overrides) builds one for a tree.
 """
 
 from .attention import ATTENTION_BACKENDS, attend, resolve_attention
@@ -11,7 +12,7 @@ from .heads import NodeEmbedding, TreeHead
 from .layers import Conditioning, DiTBlock, LayerNorm, apply_rotary, modulate, rotary_tables
 from .model import DiTBackbone, DiTConfig, TreeDiT
 from .params import ParamBreakdown, breakdown_table, match_budget, param_breakdown
-from .presets import PRESETS, medium, preset, small, tiny
+from .presets import PRESETS, NetworkConfig, medium, preset, small, tiny
 from .shape import TreeShape
 
 __version__ = "0.1.0"
@@ -24,6 +25,7 @@ __all__ = [
     "DiTBlock",
     "DiTConfig",
     "LayerNorm",
+    "NetworkConfig",
     "NodeEmbedding",
     "ParamBreakdown",
     "TreeDiT",

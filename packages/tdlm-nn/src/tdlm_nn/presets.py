@@ -7,17 +7,28 @@ TDLM with MDLM. ``small`` is MDLM-small (width 768, 12 heads, 12 blocks, conditi
 ~170M parameters with GPT-2's vocabulary); ``medium`` is width 1024, 16 heads, 24 blocks.
 ``tiny`` (width 256, 4 heads, 4 blocks) is for CPU runs of a few minutes with a small vocabulary.
 
+:class:`NetworkConfig` is the user-facing choice a training package nests: a preset and its
+overrides (depth, dropout, attention backend, time conditioning) plus the runtime settings
+(activation checkpointing, ``torch.compile``); ``build(shape, device)`` makes the model.
+
 ``python -m tdlm_nn`` prints the presets' parameter breakdowns for a vocabulary.
 """
 
 import argparse
+import dataclasses
+import math
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from .model import DiTConfig
+import torch
+
+from .attention import ATTENTION_BACKENDS, resolve_attention
+from .model import DiTConfig, TreeDiT
 from .params import breakdown_table, match_budget
 from .shape import TreeShape
 
-__all__ = ["PRESETS", "medium", "preset", "small", "tiny"]
+__all__ = ["PRESETS", "NetworkConfig", "medium", "preset", "small", "tiny"]
 
 
 def _on(shape: TreeShape, *, width: int, n_heads: int, n_blocks: int) -> DiTConfig:
@@ -54,6 +65,79 @@ def preset(name: str, shape: TreeShape) -> DiTConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name](shape)
+
+
+_BLOCK_LIST = re.compile(r"\s*-?\d+\s*(,\s*-?\d+\s*)*")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkConfig:
+    """A preset and its overrides: the model a user picks, without knowing the tree's shape.
+
+    ``dit_config(shape)`` resolves it to the :class:`DiTConfig` for a tree; ``build(shape,
+    device)`` also applies the runtime settings that are not part of ``DiTConfig`` (activation
+    checkpointing, ``torch.compile``). The trailing comment on each field is its help line.
+    """
+
+    preset: str = "tiny"  # tdlm-nn preset: tiny | small | medium (TDLM deepened to MDLM's budget)
+    n_blocks: int = 0  # override the preset's depth (0: keep it)
+    dropout: float = 0.1  # dropout in attention and MLP
+    attention: str = "auto"  # auto | xformers | sdpa | math
+    time_conditioning: bool = False  # condition on (level, s) instead of the level only
+    compile: bool = False  # torch.compile the backbone
+    checkpoint_blocks: str = ""  # recompute these blocks in backward: all | 0,2,-1 | "" (none)
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ValueError(
+                f"attention must be one of {ATTENTION_BACKENDS}, got {self.attention!r}"
+            )
+        if not (math.isfinite(self.dropout) and 0 <= self.dropout < 1):
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.n_blocks < 0:
+            raise ValueError(
+                f"n_blocks must be 0 (the preset's depth) or more, got {self.n_blocks}"
+            )
+        self.blocks_to_checkpoint()  # a malformed list fails here, not mid-run
+
+    def blocks_to_checkpoint(self) -> tuple[int, ...] | str:
+        """``checkpoint_blocks`` as :meth:`TreeDiT.checkpoint_blocks` takes it."""
+        text = self.checkpoint_blocks.strip()
+        if text in ("", "none", "all"):
+            return text or "none"
+        if not _BLOCK_LIST.fullmatch(text):
+            raise ValueError(
+                "checkpoint_blocks takes all, none or block indices like 0,2,-1; "
+                f"got {self.checkpoint_blocks!r}"
+            )
+        return tuple(int(part) for part in text.split(","))
+
+    def dit_config(self, shape: TreeShape) -> DiTConfig:
+        """The preset on a tree of this shape, with the overrides applied."""
+        config = dataclasses.replace(
+            preset(self.preset, shape),
+            dropout=self.dropout,
+            attention=self.attention,
+            time_conditioning=self.time_conditioning,
+        )
+        return dataclasses.replace(config, n_blocks=self.n_blocks) if self.n_blocks else config
+
+    def build(self, shape: TreeShape, device: torch.device | str | None = None) -> TreeDiT:
+        """The model on ``device``, checkpointed and compiled as configured.
+
+        With a device, the attention backend is resolved first, so one that cannot run there
+        (``xformers`` on the CPU) raises before anything is built. A block index out of range
+        for the model's depth raises ``ValueError``.
+        """
+        if device is not None:
+            resolve_attention(self.attention, torch.device(device))
+        model = self.dit_config(shape).build().to(device)
+        model.checkpoint_blocks(self.blocks_to_checkpoint())
+        if self.compile:
+            model.backbone.compile()
+        return model
 
 
 def main(argv: list[str] | None = None) -> None:
