@@ -18,23 +18,15 @@ import hashlib
 import json
 import os
 import platform
+import statistics
 import subprocess
-import time
 
 import numpy as np
+from tdlm_bench.timing import timed
 
 from tdlm_tree import cooccurrence_tree, embedding_tree
 
 N, DIM, K, STREAM = 50_257, 768, 64, 10_000_000
-
-
-def _timed(build, repeats: int) -> tuple[float, object]:
-    times, tree = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        tree = build()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), tree
 
 
 def _digest(tree) -> str:
@@ -62,9 +54,14 @@ def main() -> None:
     stream = rng.choice(N, size=STREAM, p=p / p.sum())
 
     rows = []
-    seconds, tree = _timed(lambda: embedding_tree(vectors, None, K, seed=0), args.repeats)
+    repeats, median = args.repeats, statistics.median
+    seconds, tree = timed(
+        lambda: embedding_tree(vectors, None, K, seed=0), repeats=repeats, summary=median
+    )
     rows.append(("embedding", f"{N} x {DIM} random vectors", tree, seconds))
-    seconds, tree = _timed(lambda: cooccurrence_tree(stream, N, K, seed=0), args.repeats)
+    seconds, tree = timed(
+        lambda: cooccurrence_tree(stream, N, K, seed=0), repeats=repeats, summary=median
+    )
     rows.append(("cooccurrence", f"{STREAM:,} Zipf tokens, N = {N}", tree, seconds))
 
     print("| construction | input | level sizes | seconds | target |")

@@ -21,7 +21,6 @@ sampling runs, untimed, pay for compiling both the training and the sampling gra
 
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from tdlm_train.errors import UserError
 
 from .contenders import MODELS, SCALES, Contender, build_contender, synthetic_tokens
 from .report import environment, markdown_table, write_report
+from .timing import timed
 
 __all__ = ["ThroughputOptions", "run_throughput", "step_flops"]
 
@@ -56,16 +56,6 @@ def step_flops(config: DiTConfig, batch: int, length: int) -> int:
     d, hidden = config.width, config.hidden_size
     per_token = config.n_blocks * (4 * d * d + 2 * d * hidden) + d * config.shape.num_slots
     return 6 * per_token * batch * length + 12 * config.n_blocks * batch * length**2 * d
-
-
-def _timed(run: Callable[[], object], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    run()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -98,7 +88,7 @@ def run_throughput(options: ThroughputOptions, log=print) -> dict:
             )
         contender.model.train()
 
-    _timed(lambda: a @ a, device)  # warm-up: a cold GPU's first matmul runs at a third speed
+    timed(lambda: a @ a, device=device)  # warm-up: a cold GPU's first matmul runs at a third speed
     for m, contender in contenders.items():  # warm-up: allocator, AdamW states, kernels
         if options.compile:
             contender.model.backbone.compile()
@@ -111,13 +101,14 @@ def run_throughput(options: ThroughputOptions, log=print) -> dict:
     sample = {m: [] for m in MODELS}
     matmul = []
     for r in range(options.rounds):
-        matmul.append(2 * options.matmul_size**3 / _timed(lambda: a @ a, device))
+        matmul.append(2 * options.matmul_size**3 / timed(lambda: a @ a, device=device)[0])
         for m, contender in contenders.items():
-            seconds = _timed(
-                lambda c=contender: [c.train_step(x) for _ in range(options.train_steps)], device
+            seconds, _ = timed(
+                lambda c=contender: [c.train_step(x) for _ in range(options.train_steps)],
+                device=device,
             )
             train[m].append(options.train_steps * x.numel() / seconds)
-            seconds = _timed(lambda c=contender: sample_run(c), device)
+            seconds, _ = timed(lambda c=contender: sample_run(c), device=device)
             sample[m].append(options.sample_batch * scale.seq_len / seconds)
         log(
             f"round {r + 1}/{options.rounds}: train tok/s "
