@@ -34,10 +34,10 @@ from tdlm_diffusion import ESTIMATORS, evaluate_nelbo
 from tdlm_train.checkpoint import latest_checkpoint
 from tdlm_train.config import preset
 from tdlm_train.data import prepare_data
-from tdlm_train.inference import load_trained
 from tdlm_train.overrides import apply_overrides
 from tdlm_train.packing import PackedBlocks
-from tdlm_train.trainer import train
+from tdlm_train.run import Run
+from tdlm_train.train import train
 
 NAME = "loss-variance"
 
@@ -53,7 +53,7 @@ def _run(out: Path, model: str, estimator: str, seed: int, steps: int) -> Path:
         preset("tiny"),
         {
             "run_dir": str(run_dir),
-            "model.kind": model,
+            "kind": model,
             "diffusion.estimator": estimator,
             "seed": str(seed),
             "max_steps": str(steps),
@@ -86,8 +86,8 @@ def _spikes(values: np.ndarray, half_window: int = 10) -> float:
 
 def _eval_noise(run_dir: Path, repeats: int) -> dict[str, dict[str, float]]:
     """Score the final EMA weights ``repeats`` times per evaluation estimator (fresh noise)."""
-    loaded = load_trained(str(run_dir), torch.device("cpu"))
-    config = loaded.files.config
+    loaded = Run.from_checkpoint(run_dir, device=torch.device("cpu"))
+    config = loaded.config
     data = prepare_data(config.data, config.tokenizer, Path(config.cache_dir))
     blocks = PackedBlocks(data.val_tokens, config.seq_len, data.tokenizer.bos_id,
                           data.tokenizer.eos_id)

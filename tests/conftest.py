@@ -52,7 +52,7 @@ def small_args(corpus, cache):
             "eval_every": "3",
             "eval_batches": "8",
             "checkpoint_every": "3",
-            "diffusion.sample_steps": "8",
+            "diffusion.sampler.steps": "8",
             "diffusion.eval_samples_per_level": "4",
             "optim.lr": "3e-3",
             "optim.warmup_steps": "5",

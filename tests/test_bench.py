@@ -135,7 +135,7 @@ def test_quality_bench(tmp_path, corpus, cache):
         "batch_size": "4",
         "seq_len": "32",
         "eval_batches": "2",
-        "diffusion.sample_steps": "8",
+        "diffusion.sampler.steps": "8",
         "sample_count": "1",
         "device": "cpu",
     }

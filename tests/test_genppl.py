@@ -34,7 +34,7 @@ def scorer(tmp_path_factory, corpus, cache):
         "minutes": "0",
         "eval_every": "2",
         "checkpoint_every": "2",
-        "diffusion.sample_steps": "8",
+        "diffusion.sampler.steps": "8",
         "device": "cpu",
     }
     assert train_main([x for k, v in options.items() for x in (f"--{k}", str(v))]) == 0

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from tdlm_train import trainer
+from tdlm_train import run, trainer
 from tdlm_train.checkpoint import latest_checkpoint, list_checkpoints
 from tdlm_train.cli import eval_main, sample_main, train_main
 from tdlm_train.config import RunConfig
@@ -51,7 +51,7 @@ def no_data_work(monkeypatch):
     def no_data(*_args, **_kwargs):
         raise AssertionError("data preparation started")
 
-    monkeypatch.setattr(trainer, "prepare_data", no_data)
+    monkeypatch.setattr(run, "prepare_data", no_data)
 
 
 def test_an_unusable_folder_is_refused_before_any_data_work(
@@ -148,7 +148,14 @@ def test_options_are_checked_once_whatever_their_order(flags):
         ("seed", "-1", "--seed must be >= 0"),
         ("eval_batches", "0", "must be >= 1: --eval_batches 0"),
         ("sample_count", "0", "must be >= 1: --sample_count 0"),
-        ("diffusion.temperature", "-1", "--diffusion.temperature must be >= 0"),
+        # The libraries' own configs (nested as they are) speak through their section.
+        ("diffusion.sampler.temperature", "-1", "--diffusion.sampler: temperature must be"),
+        ("diffusion.sampler.steps", "0", "--diffusion.sampler: the sampler needs at least"),
+        ("diffusion.schedule.alpha", "sine", "--diffusion.schedule.alpha expects one of"),
+        ("model.dropout", "1.5", "--model: dropout must lie in [0, 1)"),
+        ("model.checkpoint_blocks", "x", "--model: checkpoint_blocks takes all, none or"),
+        ("model.preset", "huge", "--model: preset must be one of"),
+        ("kind", "gpt", "--kind (--model) must be tdlm or mdlm"),
     ],
 )
 def test_nonsense_values_get_one_clear_sentence(flag, value, message):
@@ -177,12 +184,13 @@ def test_inference_needs_only_the_weights_and_samples_greedily(tmp_path, finishe
     assert "2 samples of 12 tokens" in capsys.readouterr().out
     for flag in ("--count", "--steps", "--length"):
         assert sample_main(["--checkpoint", str(run), flag, "0"]) == 2
-        assert _error_lines(capsys) == [f"error: must be >= 1: {flag} 0"]
+        assert _error_lines(capsys) == [f"error: {flag} must be >= 1, got 0"]
     out = tmp_path / "new" / "folder" / "eval.json"
     assert eval_main(["--checkpoint", str(run), "--batches", "1", "--out", str(out)]) == 0
     assert out.is_file()
-    assert eval_main(["--checkpoint", str(run), "--model.kind", "mdlm"]) == 2
-    assert "--model.kind cannot change them" in _error_lines(capsys)[0]
+    for flag in ("--kind", "--model.preset"):
+        assert eval_main(["--checkpoint", str(run), flag, "mdlm"]) == 2
+        assert f"{flag} cannot change them" in _error_lines(capsys)[0]
 
 
 def test_trees_without_a_tokenizer_fingerprint_warn(tmp_path, small_args, caplog):

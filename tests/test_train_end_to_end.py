@@ -141,9 +141,9 @@ def test_golden_loss_curve(tmp_path, small_args):
 
 
 def _perturbed_init(monkeypatch):
-    import tdlm_train.trainer as trainer
+    import tdlm_train.run as run
 
-    real = trainer.build_network
+    real = run.build_network
 
     def build_network(*args, **kwargs):
         model = real(*args, **kwargs)
@@ -153,7 +153,7 @@ def _perturbed_init(monkeypatch):
                 p.mul_(1 + 1e-5 * torch.randn(p.shape, generator=g))
         return model
 
-    monkeypatch.setattr(trainer, "build_network", build_network)
+    monkeypatch.setattr(run, "build_network", build_network)
 
 
 @pytest.mark.parametrize("change", ["weights perturbed by 1e-5", "math attention kernel"])

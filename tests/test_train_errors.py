@@ -26,14 +26,14 @@ def _fails(capsys, main, argv, message: str) -> None:
         ({"batch_size": "0"}, "--batch_size >= 1"),
         ({"optim.lr": "fast"}, "--optim.lr expects float, got 'fast'"),
         ({"optim.schedule": "linear"}, "constant or cosine"),
-        ({"model.preset": "huge"}, "unknown model preset 'huge'"),
-        ({"model.attention": "flash"}, "attention backend must be one of"),
+        ({"model.preset": "huge"}, "--model: preset must be one of"),
+        ({"model.attention": "flash"}, "--model: attention must be one of"),
         pytest.param(
             {"model.attention": "xformers"},
             "xformers needs a CUDA device",
             marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only case"),
         ),
-        ({"diffusion.allocation": "random"}, "unknown level time allocation"),
+        ({"diffusion.schedule.allocation": "random"}, "schedule.allocation expects one of"),
         ({"tree.method": "magic"}, "tree.method must be one of"),
         ({"tree.method": "embedding"}, "needs tree.embeddings"),
         (

@@ -1,6 +1,6 @@
 """``apps/bench quality``: MDLM and TDLM trained at one budget, side by side (issue 6, item 3).
 
-Every run is ``tdlm_train.trainer.train`` on the ``tiny`` run preset (plus any overrides) with the
+Every run is ``tdlm_train.train.train`` on the ``tiny`` run preset (plus any overrides) with the
 same seed, data order, optimizer and batch; only the model kind, the tree and the level time
 allocation differ. The protocol gives both comparisons of the issue exactly, without
 interpolation:
@@ -41,15 +41,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tdlm_train.components import load_run_files
 from tdlm_train.config import RunConfig, preset
 from tdlm_train.data import prepare_data
 from tdlm_train.errors import UserError
 from tdlm_train.evaluate import Validation, sample_texts
-from tdlm_train.inference import load_trained
 from tdlm_train.overrides import apply_overrides
+from tdlm_train.run import Run
 from tdlm_train.runtime import pick_device
-from tdlm_train.trainer import train
+from tdlm_train.train import train
 from tdlm_tree import conditional_cross_entropies, conditional_entropies, unigram_entropy
 
 from .report import environment, markdown_table, pyplot, write_report
@@ -82,7 +81,7 @@ def _variants(options: QualityOptions) -> list[tuple[str, dict[str, str]]]:
     out += [
         (f"tdlm leaf={c}", {"tree.leaf_cluster_size": str(c)}) for c in options.leaf_cluster_sizes
     ]
-    out += [(f"tdlm alloc={a}", {"diffusion.allocation": a}) for a in options.allocations]
+    out += [(f"tdlm alloc={a}", {"diffusion.schedule.allocation": a}) for a in options.allocations]
     out += [
         (f"tdlm λ={w}", {"diffusion.level_weights": w.replace(":", ",")})
         for w in options.level_weights
@@ -98,13 +97,13 @@ def level_references(run_dir: Path) -> dict[str, list[float]]:
       the per-level NELBO of a network that ignores all context, so ``unigram_val_nll[h] -
       level_nelbo[h]`` is what the network has learned from context at level h.
     """
-    files = load_run_files(run_dir)
-    config = files.config
+    run = Run.from_checkpoint(run_dir, device=torch.device("cpu"))
+    config = run.config
     data = prepare_data(config.data, config.tokenizer, Path(config.cache_dir))
     val = np.asarray(data.val_tokens, dtype=np.int64)
     return {
-        "tree_entropy": conditional_entropies(files.tree, files.counts).tolist(),
-        "unigram_val_nll": conditional_cross_entropies(files.tree, files.counts, val).tolist(),
+        "tree_entropy": conditional_entropies(run.tree, run.counts).tolist(),
+        "unigram_val_nll": conditional_cross_entropies(run.tree, run.counts, val).tolist(),
     }
 
 
@@ -148,15 +147,15 @@ def _val_records(
 
 
 def _generated(run_dir: Path, options: QualityOptions, device: torch.device) -> dict:
-    loaded = load_trained(str(run_dir), device)
-    config = loaded.files.config
+    run = Run.from_checkpoint(run_dir, device=device)
+    config = run.config
     texts, result = sample_texts(
-        loaded.process,
-        loaded.model,
-        loaded.files.tokenizer,
+        run.process,
+        run.model,
+        run.tokenizer,
         count=options.samples,
         length=config.seq_len,
-        config=config.diffusion.sampler(loaded.files.tree.depth),
+        config=run.sampler(),
         device=device,
         seed=config.seed,
     )
@@ -199,7 +198,7 @@ def _seed_runs(options: QualityOptions, seed: int, runs_dir: Path, device, log) 
     mdlm_config = _config(
         options,
         runs_dir / "mdlm",
-        {**seeded, "model.kind": "mdlm", "minutes": str(options.minutes), "max_steps": "0"},
+        {**seeded, "kind": "mdlm", "minutes": str(options.minutes), "max_steps": "0"},
     )
     log(f"seed {seed} MDLM: {options.minutes} minutes of training")
     mdlm = train(mdlm_config)
@@ -217,7 +216,7 @@ def _seed_runs(options: QualityOptions, seed: int, runs_dir: Path, device, log) 
     tdlm_config = _config(
         options,
         tdlm_dir,
-        {**seeded, "model.kind": "tdlm", "max_steps": str(steps), "minutes": "0"},
+        {**seeded, "kind": "tdlm", "max_steps": str(steps), "minutes": "0"},
     )
     tdlm = train(tdlm_config)
     equal_time, seconds, extra_steps = None, tdlm.seconds, tdlm.steps
@@ -253,7 +252,7 @@ def _seed_runs(options: QualityOptions, seed: int, runs_dir: Path, device, log) 
         config = _config(
             options,
             run_dir,
-            {**seeded, "model.kind": "tdlm", "max_steps": str(left), "minutes": "0", **changes},
+            {**seeded, "kind": "tdlm", "max_steps": str(left), "minutes": "0", **changes},
         )
         run = train(config)
         prior = (stage1.steps, stage1.tokens) if stage1 else (0, 0)
@@ -285,7 +284,7 @@ def _embedding_stage(options: QualityOptions, seeded: dict, steps: int, run_dir:
     config = _config(
         options,
         run_dir,
-        {**seeded, "model.kind": "mdlm", "max_steps": str(first), "minutes": "0"},
+        {**seeded, "kind": "mdlm", "max_steps": str(first), "minutes": "0"},
     )
     return train(config)
 

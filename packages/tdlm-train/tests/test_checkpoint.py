@@ -14,30 +14,45 @@ from tdlm_train.checkpoint import (
 from tdlm_train.errors import UserError
 
 
-def _save(run, step, best=None, keep=2):
-    return save_checkpoint(
-        run,
-        step=step,
-        model={"w": torch.full((3,), float(step))},
-        ema={"w": torch.zeros(3)},
-        optimizer={
+def _states(step, best=None):
+    return {
+        "train": {"step": step, "tokens": 10 * step, "best_nelbo": 1.5, "best_step": best},
+        "model": {"w": torch.full((3,), float(step))},
+        "ema": {"shadow": {"w": torch.zeros(3)}, "updates": step},
+        "optimizer": {
             "state": {0: {"exp_avg": torch.ones(2)}},
             "param_groups": [{"lr": 0.1, "params": [0]}],
         },
-        rng={"cpu": torch.get_rng_state()},
-        state={"config": {"a": 1}},
-        keep_last=keep,
-        best_step=best,
-    )
+        "rng": {"cpu": torch.get_rng_state()},
+        "data_order": {"epoch": 0, "step_in_epoch": step, "seed": 0, "world_size": 1},
+    }
+
+
+def _save(run, step, best=None, keep=2):
+    return save_checkpoint(run, _states(step, best), {"config": {"a": 1}}, keep_last=keep)
 
 
 def test_round_trip(tmp_path):
     path = _save(tmp_path, 3)
     ckpt = load_checkpoint(path)
-    assert ckpt.state == {"config": {"a": 1}, "step": 3}
+    assert ckpt.state["config"] == {"a": 1} and ckpt.state["step"] == 3
     assert torch.equal(ckpt.model["w"], torch.full((3,), 3.0))
     assert torch.equal(ckpt.rng["cpu"], torch.get_rng_state())
     assert ckpt.optimizer["param_groups"][0]["lr"] == 0.1
+
+
+def test_states_round_trip_exactly(tmp_path):
+    """What a run saves is what it loads: the file layout is invisible to the parts."""
+    saved = _states(4, best=2)
+    loaded = load_checkpoint(save_checkpoint(tmp_path, saved, {"config": {}}, keep_last=2))
+    states = loaded.states()
+    assert set(states) == set(saved)
+    for name in ("train", "data_order", "optimizer"):
+        assert states[name].keys() == saved[name].keys()
+    assert states["train"] == saved["train"] and states["data_order"] == saved["data_order"]
+    assert states["ema"]["updates"] == 4
+    assert torch.equal(states["ema"]["shadow"]["w"], saved["ema"]["shadow"]["w"])
+    assert torch.equal(states["model"]["w"], saved["model"]["w"])
 
 
 def test_keeps_the_last_n_and_the_best(tmp_path):

@@ -56,6 +56,6 @@ def test_bad_overrides(key, value, message):
 def test_json_round_trip_and_strictness():
     config = Outer(steps=3, optim=Inner(betas=(0.5, 0.6)))
     assert config_from_dict(Outer, config_to_dict(config)) == config
-    with pytest.raises(UserError, match=r"config.optim: unknown keys \['beta'\]"):
+    with pytest.raises(UserError, match=r"config \[optim\]: unknown keys \['beta'\]"):
         config_from_dict(Outer, {"optim": {"beta": 1}})
     assert ("--optim.lr", "0.001", "the step size") in field_help(Outer())

@@ -52,6 +52,26 @@ class Checkpoint:
     rng: dict[str, torch.Tensor]
     state: dict[str, Any]
 
+    def states(self) -> dict[str, Any]:
+        """The run's parts' state dicts, keyed as ``Run.parts()`` (the inverse of the file
+        layout :func:`save_checkpoint` writes)."""
+        if "ema_updates" not in self.state:
+            raise UserError(
+                f"checkpoint {self.path} predates the EMA warm-up; it cannot be resumed"
+            )
+        return {
+            "train": {k: self.state.get(k) for k in _TRAIN_KEYS},
+            "model": self.model,
+            "ema": {"shadow": self.ema, "updates": self.state["ema_updates"]},
+            "optimizer": self.optimizer,
+            "rng": self.rng,
+            "data_order": self.state["data_order"],
+        }
+
+
+# state.json's progress keys (a TrainState's state dict).
+_TRAIN_KEYS = ("step", "tokens", "best_nelbo", "best_step")
+
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints of a run, oldest first (temporary folders are not listed)."""
@@ -83,18 +103,19 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(
-    run_dir: Path,
-    *,
-    step: int,
-    model: dict[str, torch.Tensor],
-    ema: dict[str, torch.Tensor],
-    optimizer: dict[str, Any],
-    rng: dict[str, torch.Tensor],
-    state: dict[str, Any],
-    keep_last: int,
-    best_step: int | None,
+    run_dir: Path, states: dict[str, Any], meta: dict[str, Any], *, keep_last: int
 ) -> Path:
-    """Write checkpoint ``step`` atomically, then prune old ones (keeping ``best_step``)."""
+    """Write the run's ``states`` (keyed as ``Run.parts()``) and ``meta`` (config, tokenizer,
+    tree, versions) as checkpoint ``step`` atomically, then prune old ones (keeping the best)."""
+    train = states["train"]
+    step, best_step = train["step"], train["best_step"]
+    state = {
+        **meta,
+        **train,
+        "ema_updates": states["ema"]["updates"],
+        # Ranks advance in lockstep, so one position (epoch, step) serves them all.
+        "data_order": states["data_order"],
+    }
     final = Path(run_dir) / "checkpoints" / f"step_{step:08d}"
     previous = latest_checkpoint(run_dir)
     try:
@@ -102,11 +123,11 @@ def save_checkpoint(
     except OSError as error:
         raise _unwritten(final, previous, error) from None
     try:
-        save_file(_contiguous(model), tmp / "model.safetensors")
-        save_file(_contiguous(ema), tmp / "ema.safetensors")
-        save_file(_contiguous(rng), tmp / "rng.safetensors")
-        torch.save(optimizer, tmp / "optimizer.pt")
-        write_json(tmp / "state.json", {**state, "step": step})
+        save_file(_contiguous(states["model"]), tmp / "model.safetensors")
+        save_file(_contiguous(states["ema"]["shadow"]), tmp / "ema.safetensors")
+        save_file(_contiguous(states["rng"]), tmp / "rng.safetensors")
+        torch.save(states["optimizer"], tmp / "optimizer.pt")
+        write_json(tmp / "state.json", state)
         replace_dir(tmp, final)
     except (OSError, RuntimeError, SafetensorError) as error:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -135,8 +156,8 @@ def _unwritten(final: Path, previous: Path | None, error: Exception) -> UserErro
     )
 
 
-def load_weights(path: Path, *, ema: bool = True) -> tuple[dict[str, torch.Tensor], int]:
-    """``(weights, step)`` for inference: the EMA (or raw) weights and ``state.json`` only, so
+def load_weights(path: Path, *, ema: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(weights, state)`` for inference: the EMA (or raw) weights and ``state.json`` only, so
     a checkpoint shared without its optimizer and RNG files still loads for eval and sample."""
     path = Path(path)
     name = "ema.safetensors" if ema else "model.safetensors"
@@ -146,10 +167,10 @@ def load_weights(path: Path, *, ema: bool = True) -> tuple[dict[str, torch.Tenso
     try:
         state = json.loads((path / "state.json").read_text())
         weights = load_file(path / name)
-        step = int(state["step"])
+        int(state["step"]), int(state["tokens"])
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as error:
         raise UserError(f"checkpoint {path} is corrupt or truncated ({error})") from None
-    return weights, step
+    return weights, state
 
 
 def load_checkpoint(path: Path) -> Checkpoint:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from .errors import UserError
 from .overrides import apply_overrides, field_help
 
-__all__ = ["train_main", "parse_options", "run_app"]
+__all__ = ["train_main", "eval_main", "sample_main", "parse_options", "run_app"]
 
 
 def parse_options(argv: Sequence[str], flags: set[str], switches: set[str]):
@@ -40,12 +40,14 @@ def parse_options(argv: Sequence[str], flags: set[str], switches: set[str]):
 
 
 def help_text(usage: str, flags: dict[str, str], switches: dict[str, str], config) -> str:
+    rows = field_help(config)
+    width = max(len(flag) for flag, _, _ in rows) + 2
     lines = [usage, "", "app options:"]
     for name, meaning in {**flags, **switches}.items():
-        lines.append(f"  --{name:<28} {meaning}")
+        lines.append(f"  {'--' + name:<{width}}{meaning}")
     lines += ["", "run options (--section.key value; default in brackets):"]
-    for flag, default, meaning in field_help(config):
-        lines.append(f"  {flag:<30} {meaning} [{default}]")
+    for flag, default, meaning in rows:
+        lines.append(f"  {flag:<{width}}{meaning} [{default}]")
     return "\n".join(lines)
 
 
@@ -62,34 +64,55 @@ def run_app(body: Callable[[], int]) -> int:
         return 130
 
 
+def wants_help(argv: Sequence[str]) -> bool:
+    return "-h" in argv or "--help" in argv
+
+
+def typed_options(values: dict[str, str], spec: dict[str, tuple[type, object]]) -> dict:
+    """``values`` converted by ``spec`` (``name: (type, default)``); whole numbers must be >= 1,
+    or >= 0 where the default is 0. Every bad value is named, one line each."""
+    out, errors = {}, []
+    for name, (kind, default) in spec.items():
+        if name not in values:
+            out[name] = default
+            continue
+        try:
+            out[name] = kind(values[name])
+        except ValueError:
+            errors.append(f"--{name} expects {kind.__name__}, got {values[name]!r}")
+            continue
+        low = 0 if default == 0 else 1
+        if kind is int and out[name] < low:
+            errors.append(f"--{name} must be >= {low}, got {out[name]}")
+    if errors:
+        raise UserError("\n".join(errors))
+    return out
+
+
 TRAIN_FLAGS = {
     "preset": "run preset: tiny (CPU, standard-library corpus) | owt-small (GPU, OpenWebText)",
-    "model": "tdlm (default) or mdlm: shorthand for --model.kind",
+    "model": "tdlm (default) or mdlm: shorthand for --kind",
 }
 TRAIN_SWITCHES = {"resume": "continue the run in --run_dir from its latest checkpoint"}
 
 
 def train_main(argv: Sequence[str]) -> int:
+    """Parse -> RunConfig -> train (a Run and its Trainer) -> the summary."""
     from .config import preset
 
     def body() -> int:
-        if "-h" in argv or "--help" in argv:
-            print(
-                help_text(
-                    "usage: apps/train [--preset NAME] [--model tdlm|mdlm] [--resume] "
-                    "[--section.key value ...]",
-                    TRAIN_FLAGS,
-                    TRAIN_SWITCHES,
-                    preset("tiny"),
-                )
+        if wants_help(argv):
+            usage = (
+                "usage: apps/train [--preset NAME] [--model tdlm|mdlm] [--resume] "
+                "[--section.key value ...]"
             )
+            print(help_text(usage, TRAIN_FLAGS, TRAIN_SWITCHES, preset("tiny")))
             return 0
         values, on, overrides = parse_options(argv, set(TRAIN_FLAGS), set(TRAIN_SWITCHES))
-        config = preset(values.get("preset", "tiny"))
         if "model" in values:
-            overrides["model.kind"] = values["model"]
-        config = apply_overrides(config, overrides)
-        from .trainer import train
+            overrides["kind"] = values["model"]
+        config = apply_overrides(preset(values.get("preset", "tiny")), overrides)
+        from .train import train
 
         result = train(config, resume="resume" in on)
         if result.summary:
@@ -114,105 +137,74 @@ EVAL_SWITCHES = {"raw_weights": "score the raw weights instead of the EMA weight
 
 
 def eval_main(argv: Sequence[str]) -> int:
-    """NELBO per level, perplexity and bits per byte of a checkpoint on any corpus."""
+    """Parse -> Run.from_checkpoint -> evaluate_run -> the table (and --out's JSON)."""
 
     def body() -> int:
-        import dataclasses
-        from pathlib import Path
-
-        from .atomic import write_json
         from .config import RunConfig
-        from .data import prepare_data
-        from .evaluate import validate
-        from .inference import load_trained
-        from .packing import PackedBlocks
-        from .runtime import pick_device
-        from .tokenizer import TokenizerConfig
 
-        if "-h" in argv or "--help" in argv:
-            print(
-                help_text(
-                    "usage: apps/eval --checkpoint DIR [--data.source ...] "
-                    "[--seq_len L] [--batch_size B]",
-                    EVAL_FLAGS,
-                    EVAL_SWITCHES,
-                    RunConfig(),
-                )
-            )
+        if wants_help(argv):
+            usage = "usage: apps/eval --checkpoint DIR [--data.source ...] [--seq_len L]"
+            print(help_text(usage, EVAL_FLAGS, EVAL_SWITCHES, RunConfig()))
             return 0
         values, on, overrides = parse_options(argv, set(EVAL_FLAGS), set(EVAL_SWITCHES))
-        if "checkpoint" not in values:
-            raise UserError("--checkpoint DIR is required")
-        fixed = sorted(k for k in overrides if k.split(".")[0] in ("model", "tree", "tokenizer"))
+        numbers = typed_options(values, {"batches": (int, 0), "samples_per_level": (int, 4)})
+        fixed = sorted(k for k in overrides if k == "kind" or k.split(".")[0] in _FIXED)
         if fixed:
             raise UserError(
                 f"the checkpoint fixes the model, tree and tokenizer: "
                 f"{', '.join('--' + k for k in fixed)} cannot change them"
             )
-        if "out" in values:  # before scoring, not after it
-            try:
-                Path(values["out"]).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise UserError(f"--out {values['out']}: {error.strerror}") from None
-        device = pick_device(overrides.pop("device", "auto"))
-        loaded = load_trained(values["checkpoint"], device, ema="raw_weights" not in on)
-        config = apply_overrides(loaded.files.config, overrides)
-        tokenizer_file = Path(loaded.checkpoint).parent.parent / "tokenizer.json"
-        data = prepare_data(
-            config.data, TokenizerConfig(name=str(tokenizer_file)), Path(config.cache_dir)
-        )
-        split = values.get("split", "val")
-        if split not in ("val", "train"):
-            raise UserError(f"--split must be val or train, got {split!r}")
-        stream = data.val_tokens if split == "val" else data.train_tokens
-        blocks = PackedBlocks(stream, config.seq_len, data.tokenizer.bos_id, data.tokenizer.eos_id)
-        if len(blocks) == 0:
-            raise UserError(f"the {split} split has fewer than {config.seq_len} tokens")
-        batches = int(values.get("batches", 0)) or min(64, -(-len(blocks) // config.batch_size))
-        result = validate(
-            loaded.process,
-            loaded.model,
-            blocks,
-            batches=batches,
-            batch_size=config.batch_size,
-            samples_per_level=int(values.get("samples_per_level", 4)),
-            token_bytes=data.token_bytes,
-            device=device,
-            seed=config.seed,
-        )
-        weights = "raw weights" if "raw_weights" in on else "EMA weights"
-        print(
-            f"checkpoint {loaded.checkpoint} (step {loaded.step}, {weights}), "
-            f"{config.data.source} {split}: {result.tokens:,} tokens, {result.text_bytes:,} bytes"
-        )
-        print(f"  NELBO  {result.nelbo:.4f} nats/token")
-        for h, value in enumerate(result.level_nelbo):
-            print(f"    L_{h}  {value:.4f}")
-        print(f"  PPL    {result.perplexity:.3f} (upper bound)")
-        print(f"  BPB    {result.bits_per_byte:.4f}")
-        figures = dataclasses.asdict(result) | {"weights": weights}
-        if "gen_ppl_model" in values:
-            from .evaluate import sample_texts
-            from .genppl import generative_perplexity
+        out = _output_file(values.get("out"))
+        run = _trained_run(values, overrides.pop("device", "auto"), raw="raw_weights" in on)
+        evaluation = _evaluate(run, overrides, values, numbers, raw="raw_weights" in on)
+        print(evaluation.table())
+        if out is not None:
+            from .atomic import write_json
 
-            texts, _ = sample_texts(
-                loaded.process,
-                loaded.model,
-                data.tokenizer,
-                count=8,
-                length=config.seq_len,
-                config=config.diffusion.sampler(loaded.files.tree.depth),
-                device=device,
-                seed=config.seed,
-            )
-            scored = generative_perplexity(texts, values["gen_ppl_model"], device=device)
-            print(f"  gen PPL {scored.perplexity:.2f} ({scored.model}, {scored.tokens} tokens)")
-            figures["gen_ppl"] = dataclasses.asdict(scored)
-        if "out" in values:
-            write_json(Path(values["out"]), figures)
+            write_json(out, evaluation.figures())
         return 0
 
     return run_app(body)
+
+
+_FIXED = ("model", "tree", "tokenizer")
+
+
+def _output_file(name: str | None):
+    """``--out``'s path, its folder made before any scoring (not after it)."""
+    if name is None:
+        return None
+    from pathlib import Path
+
+    try:
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--out {name}: {error.strerror}") from None
+    return Path(name)
+
+
+def _trained_run(values: dict[str, str], device_name: str, *, raw: bool = False):
+    if "checkpoint" not in values:
+        raise UserError("--checkpoint DIR is required")
+    from .run import Run
+    from .runtime import pick_device
+
+    device = pick_device(device_name)
+    return Run.from_checkpoint(values["checkpoint"], device=device, weights="raw" if raw else "ema")
+
+
+def _evaluate(run, overrides: dict[str, str], values: dict[str, str], numbers: dict, *, raw: bool):
+    from .evaluate import evaluate_run
+
+    return evaluate_run(
+        run,
+        apply_overrides(run.config, overrides),
+        split=values.get("split", "val"),
+        batches=numbers["batches"],
+        samples_per_level=numbers["samples_per_level"],
+        weights="raw weights" if raw else "EMA weights",
+        gen_ppl_model=values.get("gen_ppl_model"),
+    )
 
 
 SAMPLE_FLAGS = {
@@ -226,21 +218,21 @@ SAMPLE_FLAGS = {
     "device": "auto (default) | cpu | cuda",
 }
 SAMPLE_SWITCHES = {"show_levels": "print each sequence at every level, coarse to fine"}
+_SAMPLE_NUMBERS = {
+    "steps": (int, 64),
+    "count": (int, 4),
+    "length": (int, None),
+    "seed": (int, 0),
+    "temperature": (float, 1.0),
+    "top_p": (float, 1.0),
+}
 
 
 def sample_main(argv: Sequence[str]) -> int:
-    """Ancestral sampling from a checkpoint, optionally showing the coarse-to-fine trajectory."""
+    """Parse -> Run.from_checkpoint -> ancestral sampling -> the decoded samples."""
 
     def body() -> int:
-        import numpy as np
-        import torch
-
-        from tdlm_diffusion import SamplerConfig, ancestral_sample
-
-        from .inference import load_trained, node_representatives, render_nodes
-        from .runtime import pick_device
-
-        if "-h" in argv or "--help" in argv:
+        if wants_help(argv):
             print("usage: apps/sample --checkpoint DIR [options]\n")
             for name, meaning in {**SAMPLE_FLAGS, **SAMPLE_SWITCHES}.items():
                 print(f"  --{name:<14} {meaning}")
@@ -248,64 +240,20 @@ def sample_main(argv: Sequence[str]) -> int:
         values, on, overrides = parse_options(argv, set(SAMPLE_FLAGS), set(SAMPLE_SWITCHES))
         if overrides:
             raise UserError(f"unknown options {sorted(overrides)} (see --help)")
-        if "checkpoint" not in values:
-            raise UserError("--checkpoint DIR is required")
-        try:
-            steps = int(values.get("steps", 64))
-            count = int(values.get("count", 4))
-            seed = int(values.get("seed", 0))
-            temperature = float(values.get("temperature", 1.0))
-            top_p = float(values.get("top_p", 1.0))
-        except ValueError as error:
-            raise UserError(f"a sampling option is not a number ({error})") from None
-        try:
-            length = int(values["length"]) if "length" in values else None
-        except ValueError as error:
-            raise UserError(f"--length is not a number ({error})") from None
-        small = [f"--{k} {v}" for k, v in (("count", count), ("steps", steps)) if v < 1]
-        small += [f"--length {length}"] if length is not None and length < 1 else []
-        if small:
-            raise UserError(f"must be >= 1: {', '.join(small)}")
-        device = pick_device(values.get("device", "auto"))
-        loaded = load_trained(values["checkpoint"], device)
-        tree = loaded.files.tree
-        length = length or loaded.files.config.seq_len
-        show = "show_levels" in on
-        if steps < tree.depth:
-            print(f"--steps {steps}: raised to {tree.depth}, one step per tree level")
-        try:
-            config = SamplerConfig(
-                steps=max(steps, tree.depth),
-                temperature=temperature,
-                top_p=top_p,
-                keep_trajectory=show,
-            )
-        except ValueError as error:
-            raise UserError(str(error)) from None
-        generator = torch.Generator(device).manual_seed(seed)
-        result = ancestral_sample(
-            loaded.process,
-            loaded.model,
-            batch_size=count,
-            length=length,
-            config=config,
-            generator=generator,
+        n = typed_options(values, _SAMPLE_NUMBERS)
+        run = _trained_run(values, values.get("device", "auto"))
+        sampler = run.sampler(
+            steps=n["steps"],
+            temperature=n["temperature"],
+            top_p=n["top_p"],
+            keep_trajectory="show_levels" in on,
         )
-        print(
-            f"{count} samples of {length} tokens, {config.steps} steps "
-            f"({result.network_calls} network calls), checkpoint step {loaded.step}"
-        )
-        reps = node_representatives(loaded.files) if show else None
-        for i, row in enumerate(result.tokens.cpu().numpy()):
-            print(f"\n=== sample {i}")
-            if show:
-                boundaries = np.cumsum((0, *reversed(result.steps_per_level)))
-                for h, j in zip(range(tree.depth, -1, -1), boundaries, strict=True):
-                    nodes = result.trajectory[j, i].cpu().numpy()
-                    print(f"--- level {h}:")
-                    print(render_nodes(nodes, loaded.files, reps))
-            else:
-                print(loaded.files.tokenizer.decode(row.tolist()))
+        if n["steps"] < sampler.steps:
+            print(f"--steps {n['steps']}: raised to {sampler.steps}, one step per tree level")
+        from .inference import sample_report
+
+        length = n["length"] or run.config.seq_len
+        print(sample_report(run, count=n["count"], length=length, sampler=sampler, seed=n["seed"]))
         return 0
 
     return run_app(body)

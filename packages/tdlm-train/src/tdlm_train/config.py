@@ -7,97 +7,57 @@ functions in :data:`PRESETS`: ``tiny`` (the out-of-the-box CPU run on the standa
 sources) and ``owt-small`` (the paper's OpenWebText setting on GPUs).
 """
 
+import copy
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from tdlm_diffusion import COUNT_ESTIMATORS, ESTIMATORS, SamplerConfig
+from tdlm_diffusion import COUNT_ESTIMATORS, ESTIMATORS, SamplerConfig, ScheduleConfig
+from tdlm_nn import NetworkConfig
 
 from .corpus import CorpusConfig
 from .data import TreeConfig
 from .errors import UserError
+from .overrides import config_from_dict
 from .tokenizer import TokenizerConfig
 
-__all__ = ["ModelConfig", "DiffusionConfig", "OptimConfig", "RunConfig", "PRESETS", "preset"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelConfig:
-    kind: str = "tdlm"  # tdlm (the vocabulary tree) or mdlm (flat tree, full-vocabulary head)
-    preset: str = "tiny"  # tdlm-nn preset: tiny | small | medium (TDLM deepened to MDLM's budget)
-    n_blocks: int = 0  # override the preset's depth (0: keep it)
-    dropout: float = 0.1  # dropout in attention and MLP
-    attention: str = "auto"  # auto | xformers | sdpa | math
-    time_conditioning: bool = False  # condition on (level, s) instead of the level only
-    compile: bool = False  # torch.compile the backbone
-    checkpoint_blocks: str = ""  # recompute these blocks in backward: all | 0,2,-1 | "" (none)
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("tdlm", "mdlm"):
-            raise UserError(f"--model must be tdlm or mdlm, got {self.kind!r}")
-        self.checkpointed_blocks()  # a malformed list fails at parse time, not mid-run
-
-    def checkpointed_blocks(self) -> tuple[int, ...] | str:
-        """``checkpoint_blocks`` as ``TreeDiT.checkpoint_blocks`` takes it."""
-        text = self.checkpoint_blocks.strip()
-        if text in ("", "none", "all"):
-            return text or "none"
-        try:
-            return tuple(int(part) for part in text.split(",") if part.strip())
-        except ValueError:
-            raise UserError(
-                f"--model.checkpoint_blocks takes all, none or block indices like 0,2,-1; "
-                f"got {self.checkpoint_blocks!r}"
-            ) from None
+__all__ = [
+    "run_config_from_dict",
+    "DiffusionConfig",
+    "OptimConfig",
+    "RunConfig",
+    "PRESETS",
+    "preset",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
 class DiffusionConfig:
-    alpha: str = "linear"  # in-level schedule alpha(s): linear | cosine | polynomial
-    allocation: str = "uniform"  # level time allocation: uniform | linear | exponential | entropy
-    gamma: float = 0.5  # exponential allocation's rate
+    """The process (tdlm-diffusion's own ``ScheduleConfig``), the training estimator, and the
+    sampler (tdlm-diffusion's ``SamplerConfig``) of the samples shown during training."""
+
     estimator: str = "cutoff"  # training NELBO estimator: cutoff | count | harmonic | continuous
     cutoff: float = 1e-3  # the cutoff estimator's epsilon: in-level times s drawn in [eps, 1]
     level_weights: tuple[float, ...] = ()  # training-only per-level loss weights (empty: all 1)
     eval_samples_per_level: int = 1  # noise draws per level in validation NELBO estimates
-    sample_steps: int = 64  # sampler steps (over all levels) for the samples shown
-    temperature: float = 1.0  # sampling temperature on child distributions
-    top_p: float = 1.0  # nucleus sampling on child distributions
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
     def __post_init__(self) -> None:
-        if self.alpha not in ("linear", "cosine", "polynomial"):
-            raise UserError(
-                f"unknown in-level schedule --diffusion.alpha {self.alpha!r} "
-                "(linear, cosine, polynomial)"
-            )
-        if self.allocation not in ("uniform", "linear", "exponential", "entropy"):
-            raise UserError(
-                f"unknown level time allocation --diffusion.allocation "
-                f"{self.allocation!r} (uniform, linear, exponential, entropy)"
-            )
         if self.estimator not in ESTIMATORS:
             raise UserError(
                 f"unknown --diffusion.estimator {self.estimator!r} ({', '.join(ESTIMATORS)})"
             )
         if not 0 < self.cutoff < 1:
             raise UserError(f"--diffusion.cutoff must lie in (0, 1), got {self.cutoff}")
-        # Sampling and validation settings are used mid-run: a bad one must fail here, not
-        # after the first training steps.
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+        if self.eval_samples_per_level < 1:
             raise UserError(
-                f"--diffusion.temperature must be >= 0 (0: greedy), got {self.temperature}"
+                "--diffusion.eval_samples_per_level must be >= 1, got "
+                f"{self.eval_samples_per_level}"
             )
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"--diffusion.top_p must lie in (0, 1], got {self.top_p}")
-        if self.sample_steps < 1 or self.eval_samples_per_level < 1:
-            raise UserError("--diffusion.sample_steps and eval_samples_per_level must be >= 1")
-
-    def sampler(self, depth: int) -> SamplerConfig:
-        """The run's samples' sampler on a tree of ``depth`` levels (at least a step per level)."""
-        return SamplerConfig(
-            steps=max(self.sample_steps, depth), temperature=self.temperature, top_p=self.top_p
-        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,6 +91,11 @@ class OptimConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
+    """One training run. Its sections are the libraries' own configs where one exists
+    (``model``: tdlm-nn's ``NetworkConfig``; ``diffusion.schedule`` / ``diffusion.sampler``:
+    tdlm-diffusion's ``ScheduleConfig`` / ``SamplerConfig``), each building its component."""
+
+    kind: str = "tdlm"  # tdlm (the vocabulary tree) or mdlm (flat tree, full-vocabulary head)
     run_dir: str = ""  # output folder (default: runs/<date>-<time>-<model>)
     cache_dir: str = ".cache/tdlm"  # tokenizer, token and tree caches
     seed: int = 0  # seeds weights, noise and data order
@@ -149,11 +114,13 @@ class RunConfig:
     data: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     tree: TreeConfig = field(default_factory=TreeConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: NetworkConfig = field(default_factory=NetworkConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
+        if self.kind not in ("tdlm", "mdlm"):
+            raise UserError(f"--kind (--model) must be tdlm or mdlm, got {self.kind!r}")
         if self.parallel not in ("ddp", "fsdp"):
             raise UserError(f"--parallel must be ddp or fsdp, got {self.parallel!r}")
         if self.parallel == "fsdp" and self.model.compile:
@@ -182,6 +149,13 @@ class RunConfig:
                 "see s; with --model.time_conditioning use continuous or cutoff"
             )
 
+    def with_run_dir(self) -> "RunConfig":
+        """This config with its run folder named (default: ``runs/<date>-<time>-<kind>``)."""
+        if self.run_dir:
+            return self
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return dataclasses.replace(self, run_dir=str(Path("runs") / f"{stamp}-{self.kind}"))
+
     def differences(self, saved: "RunConfig") -> list[str]:
         """What stops resuming ``saved``'s run with this config: ``field: checkpoint X, now Y``
         per differing field. Budgets, cadences, device, folders, the parallel strategy and
@@ -207,6 +181,33 @@ class RunConfig:
             for key in sorted(set(mine) | set(theirs))
             if key not in free and mine.get(key) != theirs.get(key)
         ]
+
+
+# Where fields of configs saved before the run nested the libraries' configs went.
+_MOVED = {
+    ("model", "kind"): ("kind",),
+    ("diffusion", "alpha"): ("diffusion", "schedule", "alpha"),
+    ("diffusion", "allocation"): ("diffusion", "schedule", "allocation"),
+    ("diffusion", "gamma"): ("diffusion", "schedule", "gamma"),
+    ("diffusion", "sample_steps"): ("diffusion", "sampler", "steps"),
+    ("diffusion", "temperature"): ("diffusion", "sampler", "temperature"),
+    ("diffusion", "top_p"): ("diffusion", "sampler", "top_p"),
+}
+
+
+def run_config_from_dict(data: dict, where: str) -> RunConfig:
+    """A saved run config (``config.json``, a checkpoint's ``state.json``), run folders written
+    before the libraries' configs were nested included."""
+    if isinstance(data, dict):
+        data = copy.deepcopy(data)
+        for (section, name), target in _MOVED.items():
+            if isinstance(data.get(section), dict) and name in data[section]:
+                value = data[section].pop(name)
+                parent = data
+                for key in target[:-1]:
+                    parent = parent.setdefault(key, {})
+                parent[target[-1]] = value
+    return config_from_dict(RunConfig, data, where)
 
 
 def _flat(values: dict, prefix: str = "") -> dict:
@@ -241,7 +242,7 @@ def owt_small() -> RunConfig:
         checkpoint_every=10_000,
         data=CorpusConfig(source="hf:openwebtext", val_fraction=0.0005),
         tokenizer=TokenizerConfig(name="gpt2"),
-        model=ModelConfig(preset="small"),
+        model=NetworkConfig(preset="small"),
         optim=OptimConfig(lr=3e-4, warmup_steps=2500, ema_decay=0.9999),
     )
 

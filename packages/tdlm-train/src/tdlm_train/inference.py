@@ -1,52 +1,49 @@
-"""Loading a trained checkpoint for evaluation and sampling (``apps/eval``, ``apps/sample``).
-
-A checkpoint folder lives in ``<run>/checkpoints/step_N``; the run folder holds the config,
-tokenizer, tree and token counts it was trained with, so the model is rebuilt exactly. The EMA
-weights are used by default, as in validation during training.
+"""Sampling from a trained run for people to read (``apps/sample``): decoded sequences, or each
+sequence at every level of the tree, coarse to fine, with positions still at an internal node
+shown as that node's most frequent token (``⟨tok⟩``; ``⟨·⟩`` for the root).
 """
-
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from tdlm_diffusion import TreeProcess
-from tdlm_nn import TreeDiT
+from tdlm_diffusion import SamplerConfig, ancestral_sample
 
-from .checkpoint import load_weights, resolve_checkpoint
-from .components import RunFiles, build_network, build_process, load_run_files
-from .errors import UserError
+from .run import Run
 
-__all__ = ["Loaded", "load_trained", "node_representatives", "render_nodes"]
+__all__ = ["sample_report", "node_representatives", "render_nodes"]
 
 
-@dataclass
-class Loaded:
-    files: RunFiles
-    process: TreeProcess
-    model: TreeDiT
-    step: int
-    checkpoint: Path
+def sample_report(
+    run: Run, *, count: int, length: int, sampler: SamplerConfig, seed: int = 0
+) -> str:
+    """``count`` ancestral samples of ``length`` tokens, as text (every level's state too when
+    ``sampler.keep_trajectory``)."""
+    generator = torch.Generator(run.device).manual_seed(seed)
+    result = ancestral_sample(
+        run.process, run.model, batch_size=count, length=length, config=sampler,
+        generator=generator,
+    )  # fmt: skip
+    lines = [
+        f"{count} samples of {length} tokens, {sampler.steps} steps "
+        f"({result.network_calls} network calls), checkpoint step {run.state.step}"
+    ]
+    reps = node_representatives(run) if sampler.keep_trajectory else None
+    depth = run.tree.depth
+    for i, row in enumerate(result.tokens.cpu().numpy()):
+        lines.append(f"\n=== sample {i}")
+        if reps is None:
+            lines.append(run.tokenizer.decode(row.tolist()))
+            continue
+        boundaries = np.cumsum((0, *reversed(result.steps_per_level)))
+        for h, j in zip(range(depth, -1, -1), boundaries, strict=True):
+            lines.append(f"--- level {h}:")
+            lines.append(render_nodes(result.trajectory[j, i].cpu().numpy(), run, reps))
+    return "\n".join(lines)
 
 
-def load_trained(checkpoint: str, device: torch.device, *, ema: bool = True) -> Loaded:
-    path = resolve_checkpoint(Path(checkpoint))
-    files = load_run_files(path.parent.parent)
-    weights, step = load_weights(path, ema=ema)
-    process = build_process(files.config, files.tree, files.counts).to(device)
-    model = build_network(files.config, files.tree, device)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:
-        raise UserError(f"checkpoint {path} does not fit its run's config ({error})") from None
-    model.eval()
-    return Loaded(files, process, model, step, path)
-
-
-def node_representatives(files: RunFiles) -> np.ndarray:
+def node_representatives(run: Run) -> np.ndarray:
     """For every global node id, its most frequent leaf token (how an unfinished position reads)."""
-    tree, counts = files.tree, files.counts
+    tree, counts = run.tree, run.counts
     reps = np.empty(tree.num_nodes, dtype=np.int64)
     reps[: tree.vocab_size] = np.arange(tree.vocab_size)
     for h in range(1, tree.depth + 1):
@@ -58,17 +55,17 @@ def node_representatives(files: RunFiles) -> np.ndarray:
     return reps
 
 
-def render_nodes(nodes: np.ndarray, files: RunFiles, reps: np.ndarray) -> str:
+def render_nodes(nodes: np.ndarray, run: Run, reps: np.ndarray) -> str:
     """Tokens as text; positions still at internal nodes as ``⟨rep⟩`` (``⟨·⟩`` for the root)."""
-    vocab = files.tree.vocab_size
-    root = files.tree.num_nodes - 1
+    vocab = run.tree.vocab_size
+    root = run.tree.num_nodes - 1
     pieces = []
     for node in nodes.tolist():
         if node < vocab:
-            pieces.append(files.tokenizer.decode([node]))
+            pieces.append(run.tokenizer.decode([node]))
         elif node == root:
             pieces.append("⟨·⟩")
         else:
-            text = files.tokenizer.decode([int(reps[node])])
+            text = run.tokenizer.decode([int(reps[node])])
             pieces.append("⟨" + text.replace(" ", "␣").replace("\n", "↵") + "⟩")
     return "".join(pieces)

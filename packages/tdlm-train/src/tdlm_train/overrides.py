@@ -22,6 +22,11 @@ C = TypeVar("C")
 
 def _convert(text: str, hint: Any, flag: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        if text not in choices:
+            raise UserError(f"{flag} expects one of {', '.join(choices)}; got {text!r}")
+        return text
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         if text.lower() in ("none", "null", ""):
@@ -66,7 +71,7 @@ def apply_overrides(config: C, overrides: dict[str, str]) -> C:
             errors.append(str(error))
     if errors:
         raise UserError("\n".join(errors))
-    return config_from_dict(type(config), values, "the options")
+    return config_from_dict(type(config), values, "")
 
 
 def _set(cls: type, values: dict[str, Any], path: list[str], text: str, flag: str) -> None:
@@ -90,25 +95,38 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def config_from_dict(cls: type[C], data: dict[str, Any], where: str = "config") -> C:
-    """Rebuild a config saved by :func:`config_to_dict`; unknown or missing keys are errors."""
+def config_from_dict(
+    cls: type[C], data: dict[str, Any], where: str = "config", path: str = ""
+) -> C:
+    """Rebuild a config saved by :func:`config_to_dict`; unknown or missing keys are errors.
+
+    ``where`` names the file it came from ("" for command-line options); a value a config
+    refuses (its own ``__post_init__``, a library's ``ValueError``) becomes one sentence
+    naming the section, as ``--section`` for options.
+    """
+    at = f"--{path}" if not where else f"{where} [{path or 'top level'}]"
     if not isinstance(data, dict):
-        raise UserError(f"{where}: expected an object, got {type(data).__name__}")
+        raise UserError(f"{at}: expected an object, got {type(data).__name__}")
     types_ = _field_types(cls)
     unknown = set(data) - set(types_)
     if unknown:
-        raise UserError(f"{where}: unknown keys {sorted(unknown)}")
+        raise UserError(f"{at}: unknown keys {sorted(unknown)}")
     values = {}
     for name, hint in types_.items():
         if name not in data:
             continue  # a field added since: its default applies
         value = data[name]
         if dataclasses.is_dataclass(hint):
-            value = config_from_dict(hint, value, f"{where}.{name}")
+            value = config_from_dict(hint, value, where, f"{path}.{name}" if path else name)
         elif typing.get_origin(hint) is tuple and isinstance(value, list):
             value = tuple(value)
         values[name] = value
-    return cls(**values)
+    try:
+        return cls(**values)
+    except UserError:
+        raise
+    except (ValueError, TypeError) as error:  # a library config's own check
+        raise UserError(f"{at}: {error}") from None
 
 
 def _field_comments(cls: type) -> dict[str, str]:
@@ -126,14 +144,19 @@ def _field_comments(cls: type) -> dict[str, str]:
 
 
 def field_help(config: Any, prefix: str = "") -> list[tuple[str, str, str]]:
-    """``[("--section.key", "default", "meaning")]`` for every leaf field (``--help``)."""
+    """``[("--section.key", "default", "meaning")]`` for every leaf field (``--help``); a field
+    with a fixed set of values lists them."""
     rows = []
     comments = _field_comments(type(config))
+    hints = _field_types(type(config))
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         flag = f"{prefix}{field.name}"
         if dataclasses.is_dataclass(value):
             rows += field_help(value, f"{flag}.")
-        else:
-            rows.append((f"--{flag}", repr(value), comments.get(field.name, "")))
+            continue
+        meaning = comments.get(field.name, "")
+        if typing.get_origin(hints[field.name]) is typing.Literal:
+            meaning += f": {' | '.join(typing.get_args(hints[field.name]))}"
+        rows.append((f"--{flag}", repr(value), meaning))
     return rows

@@ -1,79 +1,23 @@
-"""Building the run's parts from a config: data, tree, diffusion process and network.
-
-Shared by training, evaluation and sampling, so that a checkpoint is always rebuilt exactly as it
-was trained. A run folder is self-contained: it holds copies of its ``tokenizer.json`` and
-``tree.npz`` next to ``config.json``.
+"""The files that make a run folder self-contained: ``config.json``, ``tokenizer.json``,
+``tree.npz`` and ``counts.npy`` (the training tokens' counts), so that any checkpoint in it is
+rebuilt exactly as it was trained, without the training corpus.
 """
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from tdlm_diffusion import ScheduleConfig, TreeProcess
-from tdlm_nn import DiTConfig, TreeDiT, TreeShape, resolve_attention
-from tdlm_nn import preset as model_preset
 from tdlm_tree import TreeError, VocabTree, load_tree, save_tree
 
 from .atomic import atomic_write, write_json
-from .config import RunConfig
+from .config import RunConfig, run_config_from_dict
 from .errors import UserError
-from .overrides import config_from_dict, config_to_dict
+from .overrides import config_to_dict
 from .tokenizer import TextTokenizer, load_tokenizer
 
-__all__ = [
-    "network_config",
-    "build_process",
-    "build_network",
-    "RunFiles",
-    "save_run_files",
-    "load_run_files",
-]
-
-
-def network_config(config: RunConfig, tree: VocabTree) -> DiTConfig:
-    """The tdlm-nn preset on this tree (TDLM: deepened to the MDLM budget), with overrides."""
-    try:
-        net = model_preset(config.model.preset, TreeShape.of(tree))
-        changes = {
-            "dropout": config.model.dropout,
-            "attention": config.model.attention,
-            "time_conditioning": config.model.time_conditioning,
-        }
-        if config.model.n_blocks:
-            changes["n_blocks"] = config.model.n_blocks
-        return dataclasses.replace(net, **changes)
-    except ValueError as error:
-        raise UserError(f"--model: {error}") from None
-
-
-def build_process(config: RunConfig, tree: VocabTree, counts: np.ndarray | None) -> TreeProcess:
-    d = config.diffusion
-    try:
-        schedule = ScheduleConfig(alpha=d.alpha, allocation=d.allocation, gamma=d.gamma).build(
-            tree, counts if d.allocation == "entropy" else None
-        )
-    except ValueError as error:
-        raise UserError(f"--diffusion: {error}") from None
-    return TreeProcess(tree, schedule, pass_time=config.model.time_conditioning)
-
-
-def build_network(config: RunConfig, tree: VocabTree, device: torch.device) -> TreeDiT:
-    try:  # a backend that cannot run here (xformers on the CPU) is the user's choice to fix
-        resolve_attention(config.model.attention, device)
-    except (RuntimeError, ValueError) as error:
-        raise UserError(f"--model.attention: {error}") from None
-    model = network_config(config, tree).build().to(device)
-    try:
-        model.checkpoint_blocks(config.model.checkpointed_blocks())
-    except ValueError as error:
-        raise UserError(f"--model.checkpoint_blocks: {error}") from None
-    if config.model.compile:
-        model.backbone.compile()
-    return model
+__all__ = ["RunFiles", "save_run_files", "load_run_files"]
 
 
 @dataclass
@@ -106,7 +50,7 @@ def load_run_files(run_dir: Path) -> RunFiles:
         raise UserError(f"{run_dir} is not a run folder (no config.json)") from None
     except json.JSONDecodeError as error:
         raise UserError(f"{run_dir}/config.json is not valid JSON ({error})") from None
-    config = config_from_dict(RunConfig, raw, f"{run_dir}/config.json")
+    config = run_config_from_dict(raw, f"{run_dir}/config.json")
     tokenizer = load_tokenizer(str(run_dir / "tokenizer.json"))
     try:
         tree = load_tree(

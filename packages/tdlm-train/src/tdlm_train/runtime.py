@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .errors import UserError
-from .parallel import local, scatter_like, sharded_parameters
+from .parallel import gathered_tensors, local, scatter_like, sharded_parameters
 
 __all__ = [
     "Dist",
@@ -128,7 +128,8 @@ class Ema:
             theirs.copy_(tmp)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"shadow": self.shadow, "updates": self.updates}
+        """Full averages on the CPU (a collective under FSDP: each process holds a shard)."""
+        return {"shadow": gathered_tensors(self.shadow), "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Load full averages (as saved); under FSDP each process keeps its shard of them."""
