@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tdlm_diffusion import (
+    Context,
     DiffusionInputError,
     SamplerConfig,
     ScheduleConfig,
@@ -17,6 +18,7 @@ from tdlm_diffusion import (
     ancestral_sample,
     ancestral_sample_step,
     bits_per_byte,
+    count_nelbo,
     diffusion_loss,
     evaluate_nelbo,
     perplexity,
@@ -36,6 +38,14 @@ def _zeros(width=4):
 
 def _z():
     return PROCESS.forward_sample(X, T, torch.Generator().manual_seed(0)).z
+
+
+KNOWN = torch.tensor([[True, False, False, True, False]] * 3)
+
+
+def _sample(context):
+    return ancestral_sample(PROCESS, _zeros(), batch_size=3, length=5,
+                            config=SamplerConfig(steps=3), context=context)
 
 
 CASES = {
@@ -92,6 +102,27 @@ CASES = {
     "a step from nodes at the wrong level": (
         lambda: ancestral_sample_step(PROCESS, torch.zeros(1, 2, 4), torch.zeros(1, 2,
                                       dtype=torch.long), 2, 0.5, 0.2), "at level 2 or 3"),
+    "unknown context mode": (lambda: Context(KNOWN, X, "leaf"), "unknown context mode"),
+    "integer known mask": (lambda: Context(KNOWN.long(), X), "bool tensor"),
+    "float context tokens": (lambda: Context(KNOWN, X.float()), "integer tensor"),
+    "context mask and tokens of different shapes": (lambda: Context(KNOWN, X[:, :4]),
+                                                    "must both have shape"),
+    "prompt longer than the sequence": (lambda: Context.prefix(X, 4), "p <= length"),
+    "negative infill gap": (lambda: Context.infill(X, -1, X), ">= 0 positions"),
+    "context for another batch": (lambda: _sample(Context(KNOWN[:2], X[:2])),
+                                  r"the batch is \[3, 5\]"),
+    "known token outside the vocabulary": (lambda: _sample(Context(KNOWN, X + 20)),
+                                           "outside the tree's vocabulary"),
+    "x differs from its context": (
+        lambda: evaluate_nelbo(PROCESS, _zeros(), X, context=Context(KNOWN, (X + 1) % 20)),
+        "differs from the context's tokens"),
+    "a step whose known positions moved": (
+        lambda: ancestral_sample_step(PROCESS, torch.zeros(1, 2, 4), torch.full((1, 2), 26), 2,
+                                      0.5, 0.2, context=Context(KNOWN[:1, :2], X[:1, :2])),
+        "hold the context's tokens"),
+    "more masked than unknown positions": (
+        lambda: count_nelbo(PROCESS, torch.zeros(3, 5, 4), X, _z(), T.long(),
+                            torch.full((3,), 4), known=KNOWN), "1..L_u"),
     "perplexity of nothing": (lambda: perplexity(1.0, 0), "at least one token"),
     "bits per byte of nothing": (lambda: bits_per_byte(1.0, 0), "at least one byte"),
 }

@@ -1,12 +1,14 @@
-"""tdlm-diffusion: the tree-structured discrete diffusion process (METHOD.md §3–§6).
+"""tdlm-diffusion: the tree-structured discrete diffusion process (METHOD.md §3–§6, §8).
 
 Tokens are the leaves of a vocabulary tree (``tdlm_tree.VocabTree``); noising moves each position
 up the tree one level at a time, so a network only ever chooses among a node's ``k`` children.
 This package holds the schedules, the forward process and its transition matrices, the ELBO
-(training loss and per-level evaluation) and the ancestral sampler. It knows no network: any
-callable ``denoiser(nodes [b, l], level [b]) -> child logits [b, l, k]`` works (:mod:`.protocol`).
+(training loss and per-level evaluation), the ancestral sampler, and the conditioning of both on
+known positions (prompts, infilling: :mod:`.conditioning`). It knows no network: any callable
+``denoiser(nodes [b, l], level [b]) -> child logits [b, l, k]`` works (:mod:`.protocol`).
 """
 
+from .conditioning import CONTEXT_MODES, Context
 from .elbo import (
     child_nll,
     count_nelbo,
@@ -55,9 +57,11 @@ from .validation import DiffusionInputError
 __version__ = "0.1.0"
 
 __all__ = [
+    "CONTEXT_MODES",
     "COUNT_ESTIMATORS",
     "ESTIMATORS",
     "MAX_DENSE_NODES",
+    "Context",
     "CosineSchedule",
     "Denoiser",
     "DiffusionInputError",

@@ -19,12 +19,17 @@ for any α — whose per-token value is the mean CE over the masked positions: b
 largest CE, where the time form's ``1 / s`` weight has infinite variance near ``s = 0``. It
 needs a denoiser that does not see s (the default, METHOD.md §4): the identity integrates s out.
 
+Conditioning (METHOD.md §8): known positions are never masked, so the indicator of every
+estimate here is already restricted to the unknown ones when ``z`` is a context's shown state; the
+count form then draws ``k ~ U{1..L_u}`` among the ``L_u`` unknown positions with weight
+``L_u / k`` (the same identity over ``L_u`` positions): the conditional ``L_h``.
+
 Everything works on ``[b, l]`` gathers from the tree's tables plus one ``logsumexp`` over the
 ``k`` child slots: no ``[b, l, N]`` tensor exists unless the tree is flat (``k = N``).
 """
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .process import TreeProcess
@@ -158,25 +163,46 @@ def _diffusion_loss(
     return process.schedule.elbo_weight(t).to(total.dtype) * total
 
 
-def masked_count(s: Float[Tensor, " b"], length: int) -> Int[Tensor, " b"]:
+def masked_count(s: Float[Tensor, " b"], length: int | Int[Tensor, " b"]) -> Int[Tensor, " b"]:
     """``k = ⌊s L⌋ + 1`` (at most L): uniform on ``1..L`` when ``s ~ U[0, 1)``, and evenly spread
-    when the ``s`` of a batch are (``L`` evenly spaced times give every count once)."""
+    when the ``s`` of a batch are (``L`` evenly spaced times give every count once).
+
+    ``length`` may be per sequence: ``L_u``, the unknown positions under a context (``k = 0``
+    where ``L_u = 0``)."""
     return (torch.floor(s.double() * length).long() + 1).clamp(max=length)
 
 
-def harmonic_number(length: int) -> float:
-    """``H_L = Σ_{k=1}^{L} 1/k``."""
-    return float(torch.reciprocal(torch.arange(1, length + 1, dtype=torch.float64)).sum())
+def _harmonic_table(size: int, device: torch.device | None = None) -> Tensor:
+    """``H_1, ..., H_size`` (float64)."""
+    steps = torch.reciprocal(torch.arange(1, size + 1, dtype=torch.float64, device=device))
+    return torch.cumsum(steps, 0)
 
 
-def harmonic_count(s: Float[Tensor, " b"], length: int) -> Int[Tensor, " b"]:
+def harmonic_number(length: int | Int[Tensor, " b"]) -> float | Float[Tensor, " b"]:
+    """``H_L = Σ_{k=1}^{L} 1/k``; per sequence (``H_0 = 0``) for a tensor of lengths ``L_u``."""
+    if isinstance(length, int):
+        return float(torch.reciprocal(torch.arange(1, length + 1, dtype=torch.float64)).sum())
+    table = _harmonic_table(max(int(length.max()), 1), length.device)  # one device sync
+    return torch.where(length > 0, table[(length - 1).clamp(min=0)], 0.0)
+
+
+def harmonic_count(s: Float[Tensor, " b"], length: int | Int[Tensor, " b"]) -> Int[Tensor, " b"]:
     """``k`` with ``P(k) = (1/k) / H_L`` on ``1..L``, by inverting the CDF ``H_k / H_L`` at ``s``
     (so stratified ``s`` give stratified counts). With this law, weighting each masked position
     by ``H_L`` is the count form's importance-sampled estimate: ``E[H_L Σ_ℓ 1[masked] CE] =
-    Σ_k g_h(k) / k = L_h``, every masked position carrying the same weight."""
-    steps = torch.reciprocal(torch.arange(1, length + 1, dtype=torch.float64, device=s.device))
-    cdf = torch.cumsum(steps, 0) / steps.sum()
-    return (torch.searchsorted(cdf, s.double(), right=True) + 1).clamp(max=length)
+    Σ_k g_h(k) / k = L_h``, every masked position carrying the same weight.
+
+    ``length`` may be per sequence: ``L_u``, the unknown positions under a context (``k = 0``
+    where ``L_u = 0``)."""
+    if isinstance(length, int):
+        steps = torch.reciprocal(torch.arange(1, length + 1, dtype=torch.float64,
+                                              device=s.device))
+        cdf = torch.cumsum(steps, 0) / steps.sum()
+        return (torch.searchsorted(cdf, s.double(), right=True) + 1).clamp(max=length)
+    table = _harmonic_table(max(int(length.max()), 1), s.device)  # one device sync
+    # Row i's CDF H_k / H_{L_u}; entries past L_u exceed 1, so an s < 1 never lands there.
+    cdf = table[None, :] / table[(length - 1).clamp(min=0)][:, None]
+    return (torch.searchsorted(cdf, s.double()[:, None], right=True)[:, 0] + 1).clamp(max=length)
 
 
 def count_nelbo(
@@ -186,21 +212,39 @@ def count_nelbo(
     z: Int[Tensor, "b l"],
     level: Int[Tensor, " b"],
     count: Int[Tensor, " b"],
+    *,
+    known: Bool[Tensor, "b l"] | None = None,
 ) -> Float[Tensor, " b"]:
     """One-sample estimate of ``L_h(x)`` per sequence in the count form (module docstring).
 
     ``z`` must have exactly ``count`` positions masked, a uniform random subset
     (:meth:`TreeProcess.mask_count`), with ``count ~ U{1..L}``; the estimate is
-    ``(L / k) Σ_ℓ 1[masked] CE``. ``logits`` are the denoiser's output on ``z``.
+    ``(L / k) Σ_ℓ 1[masked] CE``. ``logits`` are the denoiser's output on ``z``. Under a context
+    (METHOD.md §8) ``known`` positions are never masked, the subset is drawn among the ``L_u``
+    others with ``count ~ U{1..L_u}``, and ``L_u`` replaces ``L``: the conditional ``L_h``.
     """
     _check_batch(process, logits, x, z)
     check_levels(level, x.shape[0], process.depth)
-    check_counts(count, x.shape[0], x.shape[1])
-    return _count_nelbo(process, logits, x, z, level, count)
+    if known is None:
+        check_counts(count, x.shape[0], x.shape[1])
+        return _count_nelbo(process, logits, x, z, level, count, x.shape[1])
+    check_same_shape(known, x, "known", "x")
+    unknown = (~known).sum(dim=-1)
+    check_counts(count, x.shape[0], unknown)
+    return _count_nelbo(process, logits, x, z, level, count, unknown)
 
 
 def _count_nelbo(
-    process: TreeProcess, logits: Tensor, x: Tensor, z: Tensor, level: Tensor, count: Tensor
+    process: TreeProcess,
+    logits: Tensor,
+    x: Tensor,
+    z: Tensor,
+    level: Tensor,
+    count: Tensor,
+    length: int | Tensor,
 ) -> Tensor:
     total = _masked_nll_sum(process, logits, x, z, level)
-    return (x.shape[1] / count).to(total.dtype) * total
+    # L / k as torch evaluates an int over a tensor (1/k, then times L), for a per-sequence L_u
+    # too: a context with nothing known gives the unconditional bits. count = 0 only where
+    # L_u = 0: nothing is masked, the level contributes 0.
+    return (count.clamp(min=1).reciprocal() * length).to(total.dtype) * total

@@ -36,6 +36,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .conditioning import Context, check_scored
 from .elbo import (
     _masked_nll_sum,
     harmonic_count,
@@ -45,7 +46,7 @@ from .elbo import (
 )
 from .process import TreeProcess
 from .protocol import Denoiser, TimeConditionedDenoiser
-from .validation import DiffusionInputError, check_level_weights
+from .validation import DiffusionInputError, check_level_weights, check_tokens
 
 __all__ = [
     "COUNT_ESTIMATORS",
@@ -66,7 +67,9 @@ class NoisedBatch:
     """A training draw: times, the noised state, and the weight of each sequence's masked CE.
 
     ``E[weight · Σ_ℓ 1[z^ℓ masked] CE^ℓ] = NELBO(x)`` per sequence (for ``cutoff``: the
-    truncated objective). ``s`` is what a time-conditioned denoiser is shown.
+    truncated objective). ``s`` is what a time-conditioned denoiser is shown. Under a context,
+    ``z`` is the network's input (known positions shown, never masked) and the NELBO is the
+    conditional one.
     """
 
     t: Float[Tensor, " b"]
@@ -82,7 +85,7 @@ class TrainingLoss:
 
     ``loss`` (nats per token, ``λ_h``-weighted) is what to backpropagate; ``nelbo`` and
     ``per_sequence`` are the unweighted, detached estimates that get reported (for ``cutoff``,
-    of the truncated objective).
+    of the truncated objective). Under a context, per token means per unknown token.
     """
 
     loss: Float[Tensor, ""]
@@ -114,31 +117,51 @@ def noised_batch(
     estimator: str = "cutoff",
     cutoff: float = 1e-3,
     generator: torch.Generator | None = None,
+    context: Context | None = None,
 ) -> NoisedBatch:
-    """Draw low-discrepancy times, the state ``z`` and the weights of ``estimator``."""
+    """Draw low-discrepancy times, the state ``z`` and the weights of ``estimator``.
+
+    Under a ``context`` (METHOD.md §8) ``z`` is the network's input: known positions are never
+    noised and are shown as the context's mode says (:meth:`Context.show`); the count forms mask
+    ``k`` of the ``L_u`` unknown positions with weights in ``L_u``, so ``weight · Σ_ℓ 1[masked]
+    CE`` estimates the conditional NELBO.
+    """
     check_estimator(estimator, cutoff, process.pass_time)
+    if context is not None:
+        check_tokens(x, process.vocab_size)
+        check_scored(context, process, x)
     # Each branch's one process call checks x (a device sync, so not twice); the shape is
     # indexed, not unpacked, so that a wrong-rank x reaches that check's clear message.
     batch, length = x.shape[0], x.shape[-1]
     t = low_discrepancy_times(batch, generator=generator, device=x.device)
     if estimator == "continuous":
         z, level, s = process.forward_sample(x, t, generator)
-        return NoisedBatch(t=t, level=level, s=s, z=z, weight=process.schedule.elbo_weight(t))
-    level, s = process.schedule.level_of(t)
-    # 1 / Δ_h, the density of level h under t ~ U[0, 1], is in every estimator's weight.
-    delta = process.schedule.delta(level, t.dtype)
-    if estimator == "count":
-        count = masked_count(s, length)
-        z = process.mask_count(x, level, count, generator)
-        weight = (length / count).to(t.dtype) / delta
-    elif estimator == "harmonic":
-        count = harmonic_count(s, length)
-        z = process.mask_count(x, level, count, generator)
-        weight = torch.full_like(t, harmonic_number(length)) / delta
-    else:  # cutoff
-        s = cutoff + (1 - cutoff) * s  # uniform on [ε, 1]: density 1 / (1 - ε)
-        z = process.sample_in_level(x, level, s, generator)
-        weight = (1 - cutoff) * process.schedule.in_level_weight(s) / delta
+        weight = process.schedule.elbo_weight(t)
+    else:
+        level, s = process.schedule.level_of(t)
+        # 1 / Δ_h, the density of level h under t ~ U[0, 1], is in every estimator's weight.
+        delta = process.schedule.delta(level, t.dtype)
+        # The count forms choose among the positions that can be masked: L, or L_u.
+        known = None if context is None else context.known
+        positions = length if context is None else context.unknown_count
+        if estimator == "count":
+            count = masked_count(s, positions)
+            z = process.mask_count(x, level, count, generator, known=known)
+            # As in count_nelbo: 1/k times L (the bits of L / k for an int L) and k = 0 only
+            # where L_u = 0, where nothing is masked.
+            weight = (count.clamp(min=1).reciprocal() * positions).to(t.dtype) / delta
+        elif estimator == "harmonic":
+            count = harmonic_count(s, positions)
+            z = process.mask_count(x, level, count, generator, known=known)
+            harmonic = torch.as_tensor(harmonic_number(positions), dtype=torch.float64,
+                                       device=t.device)
+            weight = harmonic.to(t.dtype).expand_as(t) / delta
+        else:  # cutoff
+            s = cutoff + (1 - cutoff) * s  # uniform on [ε, 1]: density 1 / (1 - ε)
+            z = process.sample_in_level(x, level, s, generator)
+            weight = (1 - cutoff) * process.schedule.in_level_weight(s) / delta
+    if context is not None:
+        z = context.show(process, z, level)
     return NoisedBatch(t=t, level=level, s=s, z=z, weight=weight)
 
 
@@ -151,15 +174,21 @@ def training_loss(
     cutoff: float = 1e-3,
     level_weights: Sequence[float] | Float[Tensor, " h"] | None = None,
     generator: torch.Generator | None = None,
+    context: Context | None = None,
 ) -> TrainingLoss:
     """:func:`noised_batch`, the denoiser on ``z``, and the weighted masked cross-entropy.
 
     ``estimator`` picks how each level's integral is sampled (module docstring); ``cutoff`` is
     the ε of ``cutoff``. ``level_weights`` are optional per-level training weights ``λ_h``
     (ablations); they scale only ``loss``, never the reported ``nelbo``. Losses are per token:
-    sums over the batch's positions divided by ``b · l``.
+    sums over the batch's positions divided by ``b · l``. With a ``context`` (METHOD.md §8)
+    the known positions are shown to the network as its mode says and excluded from the loss,
+    which is then per unknown token (divided by ``Σ L_u``): the conditional NELBO
+    ``-log p_θ(x_U | x_K)`` per scored token. A ``clean`` context trains the network to read
+    clean context (e.g. a random prefix per sequence, as instruction-tuned masked LMs do).
     """
-    draw = noised_batch(process, x, estimator=estimator, cutoff=cutoff, generator=generator)
+    draw = noised_batch(process, x, estimator=estimator, cutoff=cutoff, generator=generator,
+                        context=context)
     logits = process.child_logits(denoiser, draw.z, draw.level, draw.s)
     total = _masked_nll_sum(process, logits, x, draw.z, draw.level)
     per_sequence = draw.weight.to(total.dtype) * total
@@ -169,7 +198,8 @@ def training_loss(
         weights = torch.as_tensor(level_weights, dtype=per_sequence.dtype, device=x.device)
         check_level_weights(weights, process.depth)
         weighted = weights[draw.level] * per_sequence
-    tokens = x.numel()
+    # At least one, so that a batch with every position known has loss 0, not 0/0.
+    tokens = x.numel() if context is None else context.unknown_count.sum().clamp(min=1)
     return TrainingLoss(
         loss=weighted.sum() / tokens,
         nelbo=per_sequence.detach().sum() / tokens,

@@ -9,6 +9,11 @@ per-height split). The ``n · b`` in-level times of a level form one low-discrep
 for denoisers that see ``s``, in the time form (``z ~ q^h_s``, weight ``-α'(s) / (1 - α(s))``:
 unbiased, with the heavy tail of its ``1 / s`` weight). Reported: nats per token, perplexity
 ``exp(NELBO / token)`` and bits per byte (comparable across tokenizers).
+
+Given a :class:`Context` (METHOD.md §8) the same estimate bounds ``-log p_θ(x_U | x_K)``: known
+positions are shown as the context's mode says and never noised or scored, the count form masks
+``k ~ U{1..L_u}`` of the ``L_u`` unknown positions with weight ``L_u / k`` (``L_u`` may differ
+per sequence), and the tokens counted are the unknown ones.
 """
 
 import math
@@ -18,6 +23,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .conditioning import Context, check_scored
 from .elbo import count_nelbo, in_level_nelbo, low_discrepancy_times, masked_count
 from .estimators import check_estimator
 from .process import TreeProcess
@@ -31,13 +37,14 @@ __all__ = ["NelboEstimate", "bits_per_byte", "evaluate_nelbo", "perplexity"]
 class NelboEstimate:
     """Per-sequence, per-level NELBO estimates of one batch, in nats.
 
-    ``level_nelbo[i, h]`` estimates ``L_h(x_i)``; ``tokens_per_sequence`` is ``l``. To report a
-    dataset, sum ``total_nats`` and ``num_tokens`` over batches, then use :func:`perplexity` and
+    ``level_nelbo[i, h]`` estimates ``L_h(x_i)``; ``tokens_per_sequence[i]`` is the number of
+    tokens scored in sequence i (``l``, or ``L_u`` under a context). To report a dataset, sum
+    ``total_nats`` and ``num_tokens`` over batches, then use :func:`perplexity` and
     :func:`bits_per_byte`.
     """
 
     level_nelbo: Float[Tensor, "b h"]
-    tokens_per_sequence: int
+    tokens_per_sequence: Int[Tensor, " b"]
 
     @property
     def nelbo(self) -> Float[Tensor, " b"]:
@@ -46,8 +53,8 @@ class NelboEstimate:
 
     @property
     def num_tokens(self) -> int:
-        """``b · l``."""
-        return self.level_nelbo.shape[0] * self.tokens_per_sequence
+        """The tokens scored: ``b · l``, or ``Σ L_u`` under a context."""
+        return int(self.tokens_per_sequence.sum())
 
     @property
     def total_nats(self) -> float:
@@ -74,14 +81,19 @@ def evaluate_nelbo(
     samples_per_level: int = 1,
     estimator: str | None = None,
     generator: torch.Generator | None = None,
+    context: Context | None = None,
 ) -> NelboEstimate:
     """Estimate every level's ``L_h(x)`` with ``samples_per_level`` noise draws each.
 
     ``estimator``: ``count`` (the default for denoisers that ignore ``s``) or ``continuous``
     (the default, and the only choice, for time-conditioned ones); both are unbiased for the
-    same NELBO. Costs ``H · samples_per_level`` denoiser calls on the batch.
+    same NELBO. Costs ``H · samples_per_level`` denoiser calls on the batch. With a ``context``
+    whose known tokens ``x`` holds, the conditional NELBO of the unknown positions (module
+    docstring); a context with nothing known gives exactly the unconditional estimate.
     """
     check_tokens(x, process.vocab_size)
+    if context is not None:
+        check_scored(context, process, x)
     if samples_per_level < 1:
         raise DiffusionInputError(f"samples_per_level must be at least 1, got {samples_per_level}")
     if estimator is None:
@@ -93,6 +105,9 @@ def evaluate_nelbo(
     check_estimator(estimator, 0.5, process.pass_time)
     batch, length = x.shape
     n = samples_per_level
+    known = None if context is None else context.known
+    # The positions that can be masked and are scored: L, or L_u per sequence.
+    positions = length if context is None else context.unknown_count
     columns = []
     for h in range(process.depth):
         level = torch.full((batch,), h, dtype=torch.long, device=x.device)
@@ -100,16 +115,20 @@ def evaluate_nelbo(
         total = torch.zeros(batch, dtype=torch.float64, device=x.device)
         for s in grid.view(n, batch):
             if estimator == "count":
-                count = masked_count(s, length)
-                z = process.mask_count(x, level, count, generator)
-                logits = process.child_logits(denoiser, z, level, s)
-                total += count_nelbo(process, logits, x, z, level, count).double()
+                count = masked_count(s, positions)
+                z = process.mask_count(x, level, count, generator, known=known)
             else:
                 z = process.sample_in_level(x, level, s, generator)
-                logits = process.child_logits(denoiser, z, level, s)
+            if context is not None:
+                z = context.show(process, z, level)
+            logits = process.child_logits(denoiser, z, level, s)
+            if estimator == "count":
+                total += count_nelbo(process, logits, x, z, level, count, known=known).double()
+            else:
                 total += in_level_nelbo(process, logits, x, z, level, s).double()
         columns.append(total / n)
-    return NelboEstimate(level_nelbo=torch.stack(columns, dim=-1), tokens_per_sequence=x.shape[1])
+    scored = torch.full((batch,), length, device=x.device) if context is None else positions
+    return NelboEstimate(level_nelbo=torch.stack(columns, dim=-1), tokens_per_sequence=scored)
 
 
 def perplexity(total_nats: float, num_tokens: int) -> float:

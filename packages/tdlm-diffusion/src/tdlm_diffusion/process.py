@@ -28,6 +28,7 @@ from .validation import (
     check_counts,
     check_levels,
     check_logits,
+    check_same_shape,
     check_times,
     check_tokens,
 )
@@ -165,20 +166,29 @@ class TreeProcess(nn.Module):
         level: Int[Tensor, " b"],
         count: Int[Tensor, " b"],
         generator: torch.Generator | None = None,
+        *,
+        known: Bool[Tensor, "b l"] | None = None,
     ) -> Int[Tensor, "b l"]:
         """``z`` with exactly ``count[i]`` positions of sequence i at ``a_{h+1}(x)`` ("masked"),
         a uniformly random subset, and the others at ``a_h(x)``.
 
         Given how many positions are masked, ``q^h_s`` masks a uniform subset of that size for
         every ``s``: this is the state the count form of the in-level NELBO needs
-        (:func:`~tdlm_diffusion.count_nelbo`).
+        (:func:`~tdlm_diffusion.count_nelbo`). ``known`` positions (a conditioning context,
+        METHOD.md §8) are never masked: the subset is drawn among the others, at most ``L_u``.
         """
         check_tokens(x, self.vocab_size)
         check_levels(level, x.shape[0], self.depth)
-        check_counts(count, x.shape[0], x.shape[1])
+        if known is None:
+            check_counts(count, x.shape[0], x.shape[1])
+        else:
+            check_same_shape(known, x, "known", "x")
+            check_counts(count, x.shape[0], (~known).sum(dim=-1))
         # The ranks of i.i.d. uniforms are a uniform permutation; ties (float32 draws collide
         # at L ~ 1000) are broken by position, which keeps the count exact.
         u = torch.rand(x.shape, generator=generator, device=x.device)
+        if known is not None:
+            u = u.masked_fill(known, 2.0)  # ranked after every unknown position: never masked
         rank = u.argsort(dim=1, stable=True).argsort(dim=1, stable=True)
         return self._state(x, level, rank < count[:, None])
 

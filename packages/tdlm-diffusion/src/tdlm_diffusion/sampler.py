@@ -10,6 +10,12 @@ A step in which no position moved leaves the network's input unchanged, so when 
 not see ``s`` its previous output is reused exactly; :class:`SampleResult` reports how many
 network calls were made. The total step budget is split across levels uniformly or in proportion
 to ``Δ_h``. Temperature and top-p reshape each node's child distribution.
+
+Given a :class:`Context` (METHOD.md §8) the known positions start at their tokens (leaf ids) and
+never move: they are never at level h+1, so no step chooses them, and the state — the
+trajectory too — holds them bit-identical at every step. The network sees them as the context's
+mode says (:meth:`Context.show`); the state within a level still changes only when a position
+moves, so the output reuse stays exact.
 """
 
 import math
@@ -21,6 +27,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .conditioning import Context, check_context
 from .process import TreeProcess
 from .protocol import Denoiser, TimeConditionedDenoiser
 from .schedules import DiffusionSchedule
@@ -78,7 +85,8 @@ class SampleResult:
     """Sampled token ids, the number of denoiser calls, the step split, and the trajectory.
 
     ``trajectory[j]`` holds the global node ids after step j (``trajectory[0]`` is all root),
-    when asked for: generation resolving from coarse to fine.
+    when asked for: generation resolving from coarse to fine. Under a context, known positions
+    hold their tokens at every step (what the network saw there is :meth:`Context.show`).
     """
 
     tokens: Int[Tensor, "b l"]
@@ -196,12 +204,15 @@ def ancestral_sample_step(
     temperature: float = 1.0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    context: Context | None = None,
 ) -> Int[Tensor, "b l"]:
     """Move ``z`` (every position at level ``level`` or ``level + 1``) from ``s_from`` to ``s_to``.
 
     ``logits`` are the denoiser's output on ``z``. Each position at level ``level + 1`` moves to a
     child drawn from :func:`child_distribution` with probability
-    ``(α(s_to) - α(s_from)) / (1 - α(s_from))``.
+    ``(α(s_to) - α(s_from)) / (1 - α(s_from))``. Under a ``context`` the known positions of
+    ``z`` hold the context's tokens and stay; ``logits`` are then the denoiser's output on
+    ``context.show(process, z, level)``.
     """
     if not 0 <= level < process.depth:
         raise DiffusionInputError(f"level {level} outside 0..{process.depth - 1}")
@@ -211,8 +222,15 @@ def ancestral_sample_step(
     check_logits(logits, z.shape[0], z.shape[1], process.width)
     _check_reshaping(temperature, top_p)
     offsets = process.tree.level_offsets
-    if bool(((z < offsets[level]) | (z >= offsets[level + 2])).any()):
-        raise DiffusionInputError(f"every node of z must be at level {level} or {level + 1}")
+    outside = (z < offsets[level]) | (z >= offsets[level + 2])
+    if context is not None:
+        check_context(context, process, z.shape[0], z.shape[1], z.device)
+        if bool(((z != context.tokens) & context.known).any()):
+            raise DiffusionInputError("z must hold the context's tokens at its known positions")
+        outside &= ~context.known
+    if bool(outside.any()):
+        raise DiffusionInputError(f"every node of z must be at level {level} or {level + 1}"
+                                  + ("" if context is None else " (known positions aside)"))
     probability = _move_probability(process.schedule, s_from, s_to)
     return _step(process, logits, z, level, probability, temperature, top_p, generator)[0]
 
@@ -225,10 +243,14 @@ def ancestral_sample(
     length: int,
     config: SamplerConfig,
     generator: torch.Generator | None = None,
+    context: Context | None = None,
 ) -> SampleResult:
     """Sample ``batch_size`` sequences of ``length`` tokens from the root down (METHOD.md §6).
 
-    Runs on the process's device; ``generator`` (on that device) makes it reproducible.
+    Runs on the process's device; ``generator`` (on that device) makes it reproducible. With a
+    ``context`` (``[batch_size, length]``) the known positions are the context's tokens from the
+    first step to the last, and only the unknown ones are sampled (module docstring); without
+    one, or with one where nothing is known, the draws are exactly the unconditional ones.
     """
     if batch_size < 1 or length < 1:
         raise DiffusionInputError(f"batch_size and length must be positive, got {batch_size} "
@@ -237,6 +259,9 @@ def ancestral_sample(
     budget = steps_per_level(process.schedule, config.steps, config.step_allocation)
     reuse = config.cache and not process.pass_time
     z = torch.full((batch_size, length), process.root, dtype=torch.long, device=device)
+    if context is not None:
+        check_context(context, process, batch_size, length, device)
+        z = torch.where(context.known, context.tokens.long(), z)
     trajectory = [z] if config.keep_trajectory else None
     calls = 0
     with torch.no_grad():
@@ -247,7 +272,8 @@ def ancestral_sample(
             for s_from, s_to in zip(grid[:-1], grid[1:], strict=True):
                 if logits is None or moved or not reuse:
                     s = torch.full((batch_size,), s_from, device=device)
-                    logits = process.child_logits(denoiser, z, level, s)
+                    nodes = z if context is None else context.show(process, z, level)
+                    logits = process.child_logits(denoiser, nodes, level, s)
                     calls += 1
                 probability = _move_probability(process.schedule, s_from, s_to)
                 z, moved = _step(process, logits, z, h, probability, config.temperature,

@@ -66,14 +66,20 @@ def check_levels(level: Tensor, batch: int, depth: int) -> None:
                                   f"got {low}..{high}")
 
 
-def check_counts(count: Tensor, batch: int, length: int) -> None:
-    """``count`` is an integer ``[batch]`` tensor of masked-position counts in ``1..length``."""
+def check_counts(count: Tensor, batch: int, length: int | Tensor) -> None:
+    """``count`` is an integer ``[batch]`` tensor of masked-position counts in ``1..length``;
+    ``length`` may be per sequence (``L_u`` under a context, where ``L_u = 0`` takes 0)."""
     if count.dtype == torch.bool or count.dtype.is_floating_point or count.dtype.is_complex:
         raise DiffusionInputError(f"masked counts must be an integer tensor, got {count.dtype}")
     if count.shape != (batch,):
         raise DiffusionInputError(f"masked counts must have shape [{batch}] (one per sequence), "
                                   f"got {tuple(count.shape)}")
     if _tracing() or count.numel() == 0:
+        return
+    if isinstance(length, Tensor):
+        if not bool(((count >= (length > 0).long()) & (count <= length)).all()):
+            raise DiffusionInputError("masked counts must lie in 1..L_u, the number of unknown "
+                                      "positions of each sequence (0 where there are none)")
         return
     low, high = torch.stack([count.min(), count.max()]).tolist()
     if low < 1 or high > length:
