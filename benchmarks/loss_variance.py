@@ -28,10 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tdlm_bench.report import environment, markdown_table, pyplot, write_report
+from tdlm_bench.report import environment, finished_run, markdown_table, pyplot, write_report
 
 from tdlm_diffusion import ESTIMATORS, evaluate_nelbo
-from tdlm_train.checkpoint import latest_checkpoint
 from tdlm_train.config import preset
 from tdlm_train.data import prepare_data
 from tdlm_train.overrides import apply_overrides
@@ -44,11 +43,8 @@ NAME = "loss-variance"
 
 def _run(out: Path, model: str, estimator: str, seed: int, steps: int) -> Path:
     run_dir = out / "runs" / f"{model}-{estimator}-seed{seed}"
-    latest = latest_checkpoint(run_dir)
-    if latest is not None and latest.name == f"step_{steps:08d}":
+    if finished_run(run_dir, steps):
         return run_dir  # complete: reuse
-    if run_dir.exists():
-        raise SystemExit(f"{run_dir} holds an incomplete run; delete it to redo it")
     config = apply_overrides(
         preset("tiny"),
         {

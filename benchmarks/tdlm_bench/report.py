@@ -16,7 +16,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["environment", "default_out_dir", "markdown_table", "write_report", "mib", "pyplot"]
+__all__ = [
+    "environment",
+    "default_out_dir",
+    "markdown_table",
+    "write_report",
+    "mib",
+    "pyplot",
+    "finished_run",
+]
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -78,3 +86,16 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def finished_run(run_dir: Path, steps: int) -> bool:
+    """Whether a bench's training run in ``run_dir`` is complete (its checkpoint at ``steps``),
+    so an interrupted bench reuses it; an incomplete one stops the bench, naming it."""
+    from tdlm_train.checkpoint import latest_checkpoint
+
+    latest = latest_checkpoint(run_dir)
+    if latest is not None and latest.name == f"step_{steps:08d}":
+        return True
+    if run_dir.exists():
+        raise SystemExit(f"{run_dir} holds an incomplete run; delete it to redo it")
+    return False

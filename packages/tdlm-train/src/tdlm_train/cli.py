@@ -130,6 +130,10 @@ EVAL_FLAGS = {
     "batches": "batches of --batch_size blocks to score (default: all of the split, at most 64)",
     "samples_per_level": "noise draws per level per block (default 4)",
     "out": "also write the figures as JSON to this file",
+    "condition": "prefix:F — score each block's tokens after its first F given them (and "
+    "without them, prefix hidden, to compare)",
+    "context": "with --condition: projection (any checkpoint) | clean (runs trained with "
+    "--condition.probability > 0; their default)",
     "gen_ppl_model": "also sample 8 sequences and score them with this transformers causal LM "
     "(a hub name such as gpt2-large, online only, or a local folder)",
 }
@@ -154,6 +158,8 @@ def eval_main(argv: Sequence[str]) -> int:
                 f"the checkpoint fixes the model, tree and tokenizer: "
                 f"{', '.join('--' + k for k in fixed)} cannot change them"
             )
+        if "context" in values and "condition" not in values:
+            raise UserError("--context applies to --condition (conditional scoring) only")
         out = _output_file(values.get("out"))
         run = _trained_run(values, overrides.pop("device", "auto"), raw="raw_weights" in on)
         evaluation = _evaluate(run, overrides, values, numbers, raw="raw_weights" in on)
@@ -194,7 +200,12 @@ def _trained_run(values: dict[str, str], device_name: str, *, raw: bool = False)
 
 
 def _evaluate(run, overrides: dict[str, str], values: dict[str, str], numbers: dict, *, raw: bool):
-    from .evaluate import evaluate_run
+    from .context import parse_condition
+    from .evaluate import Condition, evaluate_run
+
+    condition = None
+    if "condition" in values:
+        condition = Condition(parse_condition(values["condition"]), _context_mode(run, values))
 
     return evaluate_run(
         run,
@@ -204,6 +215,7 @@ def _evaluate(run, overrides: dict[str, str], values: dict[str, str], numbers: d
         samples_per_level=numbers["samples_per_level"],
         weights="raw weights" if raw else "EMA weights",
         gen_ppl_model=values.get("gen_ppl_model"),
+        condition=condition,
     )
 
 
@@ -216,6 +228,10 @@ SAMPLE_FLAGS = {
     "length": "tokens per sequence (default: the training sequence length)",
     "seed": "sampling seed (default 0)",
     "device": "auto (default) | cpu | cuda",
+    "prompt": "continue this text ([BOS] TEXT, then --length - 2 - its tokens to generate)",
+    "infill": 'fill the gaps of "PREFIX<gap:N>SUFFIX" (N tokens per gap; any number of gaps)',
+    "context": "what the network sees at given positions: projection (any checkpoint) | clean "
+    "(runs trained with --condition.probability > 0; their default)",
 }
 SAMPLE_SWITCHES = {"show_levels": "print each sequence at every level, coarse to fine"}
 _SAMPLE_NUMBERS = {
@@ -241,6 +257,10 @@ def sample_main(argv: Sequence[str]) -> int:
         if overrides:
             raise UserError(f"unknown options {sorted(overrides)} (see --help)")
         n = typed_options(values, _SAMPLE_NUMBERS)
+        if "prompt" in values and "infill" in values:
+            raise UserError("give --prompt or --infill, not both")
+        if "infill" in values and "length" in values:
+            raise UserError("--infill spells out its own length (its text and <gap:N>s)")
         run = _trained_run(values, values.get("device", "auto"))
         sampler = run.sampler(
             steps=n["steps"],
@@ -253,7 +273,34 @@ def sample_main(argv: Sequence[str]) -> int:
         from .inference import sample_report
 
         length = n["length"] or run.config.seq_len
-        print(sample_report(run, count=n["count"], length=length, sampler=sampler, seed=n["seed"]))
+        layout, mode = _layout(run, values, length)
+        print(
+            sample_report(
+                run, count=n["count"], length=length, sampler=sampler, seed=n["seed"],
+                layout=layout, mode=mode,
+            )
+        )  # fmt: skip
         return 0
 
     return run_app(body)
+
+
+def _context_mode(run, values: dict[str, str]) -> str:
+    """``--context``, by default ``clean`` for runs trained to read clean context."""
+    trained_clean = run.config.condition.probability > 0
+    mode = values.get("context", "clean" if trained_clean else "projection")
+    if mode not in ("projection", "clean"):
+        raise UserError(f"--context must be projection or clean, got {mode!r}")
+    return mode
+
+
+def _layout(run, values: dict[str, str], length: int):
+    """The prompt or infill layout asked for (or None), and the context mode to show it in."""
+    from .context import infill_layout, prompt_layout
+
+    mode = _context_mode(run, values)
+    if "prompt" in values:
+        return prompt_layout(run.tokenizer, values["prompt"], length), mode
+    if "infill" in values:
+        return infill_layout(run.tokenizer, values["infill"]), mode
+    return None, mode

@@ -26,6 +26,7 @@ from .tokenizer import TokenizerConfig
 
 __all__ = [
     "run_config_from_dict",
+    "ConditionConfig",
     "DiffusionConfig",
     "OptimConfig",
     "RunConfig",
@@ -57,6 +58,28 @@ class DiffusionConfig:
             raise UserError(
                 "--diffusion.eval_samples_per_level must be >= 1, got "
                 f"{self.eval_samples_per_level}"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConditionConfig:
+    """Clean-context training (METHOD.md §8), off by default: a share of the training sequences
+    keep a random prefix (and some also a suffix) at their leaves, shown to the network as
+    leaves and left out of the loss, so that it learns to read exact context at every level
+    (``apps/sample --prompt/--infill`` and ``apps/eval --condition`` then use ``clean``)."""
+
+    probability: float = 0.0  # share of training sequences given a clean context (0: off)
+    max_fraction: float = 0.5  # a kept prefix or suffix covers up to this share of the block
+    suffix: float = 0.5  # share of those sequences that also keep a suffix (for infilling)
+
+    def __post_init__(self) -> None:
+        for name in ("probability", "suffix"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise UserError(f"--condition.{name} must lie in [0, 1], got {value}")
+        if not 0 < self.max_fraction <= 0.5:  # prefix + suffix must leave a position to learn
+            raise UserError(
+                f"--condition.max_fraction must lie in (0, 0.5], got {self.max_fraction}"
             )
 
 
@@ -117,6 +140,7 @@ class RunConfig:
     model: NetworkConfig = field(default_factory=NetworkConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    condition: ConditionConfig = field(default_factory=ConditionConfig)
 
     def __post_init__(self) -> None:
         if self.kind not in ("tdlm", "mdlm"):

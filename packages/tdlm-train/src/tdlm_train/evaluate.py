@@ -11,13 +11,16 @@ split is scored against its own bytes.
 """
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from tdlm_diffusion import (
+    Context,
     SamplerConfig,
     TreeProcess,
     ancestral_sample,
@@ -27,6 +30,7 @@ from tdlm_diffusion import (
 )
 
 from .config import RunConfig
+from .context import prefix_context
 from .data import prepare_data
 from .errors import UserError
 from .genppl import GenPerplexity, generative_perplexity
@@ -34,7 +38,7 @@ from .packing import PackedBlocks
 from .run import Run
 from .tokenizer import TextTokenizer, TokenizerConfig
 
-__all__ = ["Validation", "validate", "sample_texts", "Evaluation", "evaluate_run"]
+__all__ = ["Validation", "validate", "sample_texts", "Condition", "Evaluation", "evaluate_run"]
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,12 @@ class Validation:
     level_nelbo: list[float]  # L_h, nats per token, h = 0 (leaves) first
     perplexity: float
     bits_per_byte: float
-    tokens: int  # scored positions, framing tokens included
+    tokens: int  # scored positions, framing tokens included (conditional: the unknown ones)
     text_bytes: int  # UTF-8 bytes of the text in the scored blocks
+
+
+# What validation scores: every position, or (conditional) the positions a context leaves unknown.
+ContextOf = Callable[[Tensor], Context]
 
 
 @torch.no_grad()
@@ -59,9 +67,16 @@ def validate(
     token_bytes: np.ndarray,
     device: torch.device,
     seed: int = 0,
+    context: ContextOf | None = None,
+    hide_known: bool = False,
 ) -> Validation:
     """The NELBO on the first ``batches * batch_size`` validation blocks (a fixed set).
 
+    With ``context`` (a batch's known positions, e.g. :func:`~tdlm_train.context.prefix_context`)
+    it is the conditional NELBO of the unknown positions given the known ones (METHOD.md §8):
+    every figure is per unknown token, and bits per byte count the unknown tokens' bytes.
+    ``hide_known`` shows the network the root at the known positions instead: the same tokens'
+    bound on their own ``-log p(x_U)``, what conditioning is to beat.
     Uses its own generator, so validating never changes the training run's random stream.
     """
     was_training = model.training
@@ -69,18 +84,26 @@ def validate(
     generator = torch.Generator(device).manual_seed(seed)
     count = min(len(blocks), batches * batch_size)
     level_sums = torch.zeros(process.depth, dtype=torch.float64)
-    text_bytes = 0
+    tokens = text_bytes = 0
     for start in range(0, count, batch_size):
-        indices = np.arange(start, min(start + batch_size, count))
-        tokens = blocks.batch(indices)
-        text_bytes += int(token_bytes[tokens].sum())
-        x = torch.from_numpy(tokens).to(device)
+        x = torch.from_numpy(blocks.batch(np.arange(start, min(start + batch_size, count))))
+        known = None if context is None else context(x).known
+        scored = x if known is None else x[~known]
+        text_bytes += int(token_bytes[scored.numpy()].sum())
+        x = x.to(device)
+        shown = None if context is None else context(x)
+        denoiser = model if not hide_known else _hiding(model, shown.known, process.root)
         estimate = evaluate_nelbo(
-            process, model, x, samples_per_level=samples_per_level, generator=generator
+            process,
+            denoiser,
+            x,
+            samples_per_level=samples_per_level,
+            generator=generator,
+            context=shown,
         )
         level_sums += estimate.level_nelbo.sum(dim=0).cpu()
+        tokens += estimate.num_tokens
     model.train(was_training)
-    tokens = count * blocks.seq_len
     total = float(level_sums.sum())
     return Validation(
         nelbo=total / tokens,
@@ -90,6 +113,16 @@ def validate(
         tokens=tokens,
         text_bytes=text_bytes,
     )
+
+
+def _hiding(model: torch.nn.Module, known: Tensor, root: int) -> Callable[..., Tensor]:
+    """``model`` shown the root (no information) wherever ``known``: scored with a context, the
+    known positions are then neither scored nor seen."""
+
+    def denoiser(nodes: Tensor, level: Tensor, *time: Tensor) -> Tensor:
+        return model(torch.where(known, root, nodes), level, *time)
+
+    return denoiser
 
 
 @torch.no_grad()
@@ -116,6 +149,19 @@ def sample_texts(
     return texts, result
 
 
+@dataclass(frozen=True)
+class Condition:
+    """Conditional scoring (``apps/eval --condition prefix:F``): the first ``F`` of every block
+    known and shown as ``mode`` says; the rest scored."""
+
+    fraction: float
+    mode: str = "projection"
+
+    def context(self, x: Tensor) -> Context:
+        return prefix_context(x, self.fraction, self.mode)
+
+
+
 @dataclass
 class Evaluation:
     """A trained run scored on a corpus split (``apps/eval``)."""
@@ -127,17 +173,29 @@ class Evaluation:
     split: str
     validation: Validation
     gen_ppl: GenPerplexity | None = None
+    condition: Condition | None = None
+    unconditional: Validation | None = None  # conditional runs: the same tokens, prefix hidden
 
     def table(self) -> str:
         v = self.validation
+        scored = "" if self.condition is None else (
+            f", tokens after the first {self.condition.fraction:g} of each block given it "
+            f"({self.condition.mode})"
+        )  # fmt: skip
         lines = [
             f"checkpoint {self.checkpoint} (step {self.step}, {self.weights}), "
-            f"{self.source} {self.split}: {v.tokens:,} tokens, {v.text_bytes:,} bytes",
+            f"{self.source} {self.split}{scored}: {v.tokens:,} tokens, {v.text_bytes:,} bytes",
             f"  NELBO  {v.nelbo:.4f} nats/token",
             *(f"    L_{h}  {x:.4f}" for h, x in enumerate(v.level_nelbo)),
             f"  PPL    {v.perplexity:.3f} (upper bound)",
             f"  BPB    {v.bits_per_byte:.4f}",
         ]
+        if self.unconditional is not None:
+            u = self.unconditional
+            lines.append(
+                f"  without the prefix (hidden): NELBO {u.nelbo:.4f}, so conditioning gains "
+                f"{u.nelbo - v.nelbo:.4f} nats/token"
+            )
         if self.gen_ppl is not None:
             g = self.gen_ppl
             lines.append(f"  gen PPL {g.perplexity:.2f} ({g.model}, {g.tokens} tokens)")
@@ -146,8 +204,9 @@ class Evaluation:
     def figures(self) -> dict:
         """JSON-ready figures (``apps/eval --out``)."""
         out = dataclasses.asdict(self.validation) | {"weights": self.weights}
-        if self.gen_ppl is not None:
-            out["gen_ppl"] = dataclasses.asdict(self.gen_ppl)
+        for name in ("gen_ppl", "condition", "unconditional"):
+            if getattr(self, name) is not None:
+                out[name] = dataclasses.asdict(getattr(self, name))
         return out
 
 
@@ -160,11 +219,41 @@ def evaluate_run(
     samples_per_level: int = 4,
     weights: str = "EMA weights",
     gen_ppl_model: str | None = None,
+    condition: Condition | None = None,
 ) -> Evaluation:
     """``run``'s model scored on ``config``'s corpus (tokenized with the run's own tokenizer)
     and ``split``: ``batches`` batches of ``config.batch_size`` blocks of ``config.seq_len``
-    (0: the whole split, at most 64 batches). ``gen_ppl_model`` also samples 8 sequences and
-    scores them with that causal LM (:mod:`.genppl`)."""
+    (0: the whole split, at most 64 batches). ``condition`` scores the rest of each block given
+    its prefix, and the same tokens with the prefix hidden. ``gen_ppl_model`` also samples 8
+    sequences and scores them with that causal LM (:mod:`.genppl`)."""
+    blocks, token_bytes = _split_blocks(run, config, split)
+    batches = batches or min(64, -(-len(blocks) // config.batch_size))
+
+    def score(context: ContextOf | None, hide_known: bool = False) -> Validation:
+        return validate(
+            run.process,
+            run.model,
+            blocks,
+            batches=batches,
+            batch_size=config.batch_size,
+            samples_per_level=samples_per_level,
+            token_bytes=token_bytes,
+            device=run.device,
+            seed=config.seed,
+            context=context,
+            hide_known=hide_known,
+        )
+
+    validation = score(None if condition is None else condition.context)
+    unconditional = None if condition is None else score(condition.context, hide_known=True)
+    scored = None if gen_ppl_model is None else _gen_ppl(run, config, gen_ppl_model)
+    return Evaluation(
+        str(run.checkpoint), run.state.step, weights, config.data.source, split, validation,
+        scored, condition, unconditional,
+    )  # fmt: skip
+
+
+def _split_blocks(run: Run, config: RunConfig, split: str) -> tuple[PackedBlocks, np.ndarray]:
     if split not in ("val", "train"):
         raise UserError(f"--split must be val or train, got {split!r}")
     tokenizer = TokenizerConfig(name=str(run.tokenizer_file()))
@@ -173,31 +262,18 @@ def evaluate_run(
     blocks = PackedBlocks(stream, config.seq_len, data.tokenizer.bos_id, data.tokenizer.eos_id)
     if len(blocks) == 0:
         raise UserError(f"the {split} split has fewer than {config.seq_len} tokens")
-    batches = batches or min(64, -(-len(blocks) // config.batch_size))
-    validation = validate(
+    return blocks, data.token_bytes
+
+
+def _gen_ppl(run: Run, config: RunConfig, model: str) -> GenPerplexity:
+    texts, _ = sample_texts(
         run.process,
         run.model,
-        blocks,
-        batches=batches,
-        batch_size=config.batch_size,
-        samples_per_level=samples_per_level,
-        token_bytes=data.token_bytes,
+        run.tokenizer,
+        count=8,
+        length=config.seq_len,
+        config=run.sampler(),
         device=run.device,
         seed=config.seed,
     )
-    scored = None
-    if gen_ppl_model is not None:
-        texts, _ = sample_texts(
-            run.process,
-            run.model,
-            run.tokenizer,
-            count=8,
-            length=config.seq_len,
-            config=run.sampler(),
-            device=run.device,
-            seed=config.seed,
-        )
-        scored = generative_perplexity(texts, gen_ppl_model, device=run.device)
-    return Evaluation(
-        str(run.checkpoint), run.state.step, weights, config.data.source, split, validation, scored
-    )
+    return generative_perplexity(texts, model, device=run.device)

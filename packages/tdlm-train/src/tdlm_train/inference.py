@@ -1,41 +1,57 @@
-"""Sampling from a trained run for people to read (``apps/sample``): decoded sequences, or each
-sequence at every level of the tree, coarse to fine, with positions still at an internal node
+"""Sampling from a trained run for people to read (``apps/sample``), unconditionally or around
+given text (a prompt, gaps to fill): decoded sequences, or each sequence at every level of the
+tree, coarse to fine, with positions still at an internal node
 shown as that node's most frequent token (``⟨tok⟩``; ``⟨·⟩`` for the root).
 """
 
 import numpy as np
 import torch
 
-from tdlm_diffusion import SamplerConfig, ancestral_sample
+from tdlm_diffusion import Context, SamplerConfig, ancestral_sample
 
+from .context import Layout
 from .run import Run
 
 __all__ = ["sample_report", "node_representatives", "render_nodes"]
 
 
 def sample_report(
-    run: Run, *, count: int, length: int, sampler: SamplerConfig, seed: int = 0
+    run: Run,
+    *,
+    count: int,
+    length: int,
+    sampler: SamplerConfig,
+    seed: int = 0,
+    layout: Layout | None = None,
+    mode: str = "projection",
 ) -> str:
-    """``count`` ancestral samples of ``length`` tokens, as text (every level's state too when
-    ``sampler.keep_trajectory``)."""
+    """``count`` ancestral samples of ``length`` tokens as text (every level's state too when
+    ``sampler.keep_trajectory``); with a ``layout`` (a prompt or gaps to fill) its known
+    positions are kept and shown to the network as ``mode`` says (METHOD.md §8)."""
+    context = None
+    if layout is not None:
+        length = len(layout.tokens)
+        known = torch.from_numpy(layout.known).to(run.device).expand(count, -1)
+        tokens = torch.from_numpy(layout.tokens).to(run.device).expand(count, -1)
+        context = Context(known.contiguous(), tokens.contiguous(), mode=mode)
     generator = torch.Generator(run.device).manual_seed(seed)
     result = ancestral_sample(
         run.process, run.model, batch_size=count, length=length, config=sampler,
-        generator=generator,
+        generator=generator, context=context,
     )  # fmt: skip
+    given = "" if layout is None else f", {int(layout.known.sum())} known ({mode})"
     lines = [
-        f"{count} samples of {length} tokens, {sampler.steps} steps "
+        f"{count} samples of {length} tokens{given}, {sampler.steps} steps "
         f"({result.network_calls} network calls), checkpoint step {run.state.step}"
     ]
     reps = node_representatives(run) if sampler.keep_trajectory else None
-    depth = run.tree.depth
     for i, row in enumerate(result.tokens.cpu().numpy()):
         lines.append(f"\n=== sample {i}")
         if reps is None:
             lines.append(run.tokenizer.decode(row.tolist()))
             continue
         boundaries = np.cumsum((0, *reversed(result.steps_per_level)))
-        for h, j in zip(range(depth, -1, -1), boundaries, strict=True):
+        for h, j in zip(range(run.tree.depth, -1, -1), boundaries, strict=True):
             lines.append(f"--- level {h}:")
             lines.append(render_nodes(result.trajectory[j, i].cpu().numpy(), run, reps))
     return "\n".join(lines)

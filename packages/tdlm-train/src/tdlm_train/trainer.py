@@ -1,7 +1,8 @@
 """The training loop over a :class:`~tdlm_train.run.Run`: ``step()``, ``validate()``, ``save()``.
 
 Issue 5 "Training" and "Checkpoints". A step is AdamW on tdlm-diffusion's ``training_loss``
-(METHOD.md §4's Monte-Carlo NELBO with low-discrepancy times) with warmup + constant/cosine LR,
+(METHOD.md §4's Monte-Carlo NELBO with low-discrepancy times; with ``--condition.probability``
+a share of the sequences keep a clean context, §8) with warmup + constant/cosine LR,
 clipping, gradient accumulation and the EMA update; ``--kind mdlm`` runs the same loop on the
 flat tree with the full-vocabulary head. Validation scores the EMA weights and samples from
 them; a checkpoint is the run's state dicts, written atomically by rank 0. :meth:`Trainer.fit`
@@ -23,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tdlm_diffusion import training_loss
 
 from .checkpoint import latest_checkpoint, save_checkpoint
+from .context import draw_clean_context
 from .errors import UserError
 from .evaluate import Validation, sample_texts, validate
 from .run import Run
@@ -144,6 +146,7 @@ class Trainer:
             estimator=diffusion.estimator,
             cutoff=diffusion.cutoff,
             level_weights=diffusion.level_weights or None,
+            context=draw_clean_context(x, run.config.condition),
         )
         (result.loss / run.config.optim.grad_accum).backward()
         return float(result.nelbo)
