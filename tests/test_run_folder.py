@@ -163,6 +163,27 @@ def test_nonsense_values_get_one_clear_sentence(flag, value, message):
         apply_overrides(RunConfig(), {flag: value})
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_every_bad_value_is_named_on_its_own_line(reverse):
+    """Values that convert but make no sense, in several sections and within one, all at once
+    and whatever the flag order."""
+    flags = [
+        ("optim.lr", "nan"),
+        ("optim.warmup_steps", "-2"),
+        ("seed", "-1"),
+        ("model.dropout", "1.5"),
+        ("diffusion.sampler.top_p", "0"),
+    ]
+    overrides = dict(reversed(flags) if reverse else flags)
+    with pytest.raises(UserError) as caught:
+        apply_overrides(RunConfig(), overrides)
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 5, lines
+    for flag, _ in flags:
+        section = flag if flag.startswith(("optim", "seed")) else flag.rsplit(".", 1)[0]
+        assert any(f"--{section}" in line for line in lines), (flag, lines)
+
+
 def test_every_unreadable_flag_is_named_on_its_own_line(tmp_path, small_args, capsys):
     argv = small_args(tmp_path / "run", **{"optim.lr": "fast", "batch_size": "many"})
     assert train_main(argv) == 2

@@ -96,20 +96,22 @@ class OptimConfig:
     ema_decay: float = 0.999  # EMA of weights, used for validation and sampling (0: off)
 
     def __post_init__(self) -> None:
+        problems = []
         if self.schedule not in ("constant", "cosine"):
-            raise UserError(f"--optim.schedule must be constant or cosine, got {self.schedule!r}")
+            problems.append(f"--optim.schedule must be constant or cosine, got {self.schedule!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise UserError(f"--optim.lr must be a positive number, got {self.lr}")
+            problems.append(f"--optim.lr must be a positive number, got {self.lr}")
         if self.grad_accum < 1 or not 0 <= self.ema_decay < 1:
-            raise UserError("need --optim.grad_accum >= 1 and 0 <= --optim.ema_decay < 1")
+            problems.append("need --optim.grad_accum >= 1 and 0 <= --optim.ema_decay < 1")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise UserError(f"--optim.betas takes two numbers in [0, 1), got {self.betas}")
+            problems.append(f"--optim.betas takes two numbers in [0, 1), got {self.betas}")
         for name in ("weight_decay", "grad_clip", "min_lr_ratio"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
-                raise UserError(f"--optim.{name} must be a number >= 0, got {value}")
+                problems.append(f"--optim.{name} must be a number >= 0, got {value}")
         if self.warmup_steps < 0:
-            raise UserError(f"--optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+            problems.append(f"--optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        refuse(problems)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,35 +145,42 @@ class RunConfig:
     condition: ConditionConfig = field(default_factory=ConditionConfig)
 
     def __post_init__(self) -> None:
+        problems = []
         if self.kind not in ("tdlm", "mdlm"):
-            raise UserError(f"--kind (--model) must be tdlm or mdlm, got {self.kind!r}")
+            problems.append(f"--kind (--model) must be tdlm or mdlm, got {self.kind!r}")
         if self.parallel not in ("ddp", "fsdp"):
-            raise UserError(f"--parallel must be ddp or fsdp, got {self.parallel!r}")
+            problems.append(f"--parallel must be ddp or fsdp, got {self.parallel!r}")
         if self.parallel == "fsdp" and self.model.compile:
-            raise UserError(
+            problems.append(
                 "--model.compile with --parallel fsdp is not supported yet (compile per block "
                 "before sharding is future work); drop one of them"
             )
         if self.batch_size < 1 or self.seq_len < 3:
-            raise UserError("need --batch_size >= 1 and --seq_len >= 3")
+            problems.append("need --batch_size >= 1 and --seq_len >= 3")
         if self.seed < 0:
-            raise UserError(f"--seed must be >= 0, got {self.seed}")
-        if not math.isfinite(self.minutes) or self.minutes < 0 or self.max_steps < 0:
-            raise UserError(
-                f"--minutes and --max_steps must be >= 0, got {self.minutes} and {self.max_steps}"
-            )
-        if self.max_steps == 0 and self.minutes == 0:
-            raise UserError("give a budget: --max_steps > 0 or --minutes > 0")
-        cadences = ("log_every", "eval_every", "checkpoint_every", "keep_last", "eval_batches")
-        low = [f"--{name} {getattr(self, name)}" for name in cadences if getattr(self, name) < 1]
-        if low or self.sample_count < 1:
-            low += [f"--sample_count {self.sample_count}"] if self.sample_count < 1 else []
-            raise UserError(f"must be >= 1: {', '.join(low)}")
+            problems.append(f"--seed must be >= 0, got {self.seed}")
+        problems += self._budget_problems()
         if self.diffusion.estimator in COUNT_ESTIMATORS and self.model.time_conditioning:
-            raise UserError(
+            problems.append(
                 f"--diffusion.estimator {self.diffusion.estimator} needs a network that does not "
                 "see s; with --model.time_conditioning use continuous or cutoff"
             )
+        refuse(problems)
+
+    def _budget_problems(self) -> list[str]:
+        if not math.isfinite(self.minutes) or self.minutes < 0 or self.max_steps < 0:
+            return [
+                f"--minutes and --max_steps must be >= 0, got {self.minutes} and {self.max_steps}"
+            ]
+        problems = []
+        if self.max_steps == 0 and self.minutes == 0:
+            problems.append("give a budget: --max_steps > 0 or --minutes > 0")
+        cadences = ("log_every", "eval_every", "checkpoint_every", "keep_last", "eval_batches")
+        low = [f"--{name} {getattr(self, name)}" for name in cadences if getattr(self, name) < 1]
+        low += [f"--sample_count {self.sample_count}"] if self.sample_count < 1 else []
+        if low:
+            problems.append(f"must be >= 1: {', '.join(low)}")
+        return problems
 
     def with_run_dir(self) -> "RunConfig":
         """This config with its run folder named (default: ``runs/<date>-<time>-<kind>``)."""
@@ -205,6 +214,12 @@ class RunConfig:
             for key in sorted(set(mine) | set(theirs))
             if key not in free and mine.get(key) != theirs.get(key)
         ]
+
+
+def refuse(problems: list[str]) -> None:
+    """One ``UserError`` naming every problem found, a line each (none: nothing happens)."""
+    if problems:
+        raise UserError("\n".join(problems))
 
 
 # Where fields of configs saved before the run nested the libraries' configs went.

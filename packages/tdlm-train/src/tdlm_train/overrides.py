@@ -111,22 +111,29 @@ def config_from_dict(
     unknown = set(data) - set(types_)
     if unknown:
         raise UserError(f"{at}: unknown keys {sorted(unknown)}")
-    values = {}
+    values, problems = {}, []
     for name, hint in types_.items():
         if name not in data:
             continue  # a field added since: its default applies
         value = data[name]
         if dataclasses.is_dataclass(hint):
-            value = config_from_dict(hint, value, where, f"{path}.{name}" if path else name)
+            try:  # every section is checked, so each bad value is named at once
+                value = config_from_dict(hint, value, where, f"{path}.{name}" if path else name)
+            except UserError as error:
+                problems.append(str(error))
+                continue  # its default stands in, so that this level's own checks run too
         elif typing.get_origin(hint) is tuple and isinstance(value, list):
             value = tuple(value)
         values[name] = value
     try:
-        return cls(**values)
-    except UserError:
-        raise
+        built = cls(**values)
+    except UserError as error:
+        problems.append(str(error))
     except (ValueError, TypeError) as error:  # a library config's own check
-        raise UserError(f"{at}: {error}") from None
+        problems.append(f"{at}: {error}")
+    if problems:
+        raise UserError("\n".join(problems))
+    return built
 
 
 def _field_comments(cls: type) -> dict[str, str]:
