@@ -86,12 +86,11 @@ def validate(
     level_sums = torch.zeros(process.depth, dtype=torch.float64)
     tokens = text_bytes = 0
     for start in range(0, count, batch_size):
-        x = torch.from_numpy(blocks.batch(np.arange(start, min(start + batch_size, count))))
-        known = None if context is None else context(x).known
-        scored = x if known is None else x[~known]
-        text_bytes += int(token_bytes[scored.numpy()].sum())
-        x = x.to(device)
+        tokens_np = blocks.batch(np.arange(start, min(start + batch_size, count)))
+        x = torch.from_numpy(tokens_np).to(device)
         shown = None if context is None else context(x)
+        scored = tokens_np if shown is None else tokens_np[~shown.known.cpu().numpy()]
+        text_bytes += int(token_bytes[scored].sum())
         denoiser = model if not hide_known else _hiding(model, shown.known, process.root)
         estimate = evaluate_nelbo(
             process,
