@@ -1,14 +1,20 @@
-"""Generative perplexity (issue 6, item 6) with a tiny causal LM the test builds and saves."""
+"""Generative perplexity (issue 6, item 6; issue 13, item 2) with a tiny causal LM the test
+builds and saves: how texts are split and scored, the samples' unigram entropy, the settings'
+errors, and apps/eval's report."""
 
+import json
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tdlm_train.cli import eval_main, train_main
 from tdlm_train.errors import UserError
-from tdlm_train.genppl import generative_perplexity
+from tdlm_train.genppl import GenPPLConfig, generative_perplexity, sample_entropy
 from tdlm_train.tokenizer import BOS, EOS
+
+CPU = torch.device("cpu")
 
 TEXTS = ["the cat sat on a mat.", "dogs ran past old trees near quiet rivers and birds sang"]
 
@@ -61,11 +67,86 @@ def test_scores_retokenized_text(scorer):
     assert 0.5 * len(tokenizer) < result.perplexity < 2 * len(tokenizer)
 
 
-def test_long_text_is_scored_in_windows(scorer):
+def test_a_text_starting_with_the_bos_gets_no_second_one(scorer):
     _, model_dir, tokenizer = scorer
-    long = " ".join(TEXTS * 20)
-    result = generative_perplexity([long], str(model_dir), device=torch.device("cpu"))
-    assert result.tokens == len(tokenizer(long, add_special_tokens=False)["input_ids"]) > 64
+    plain = generative_perplexity(TEXTS[:1], str(model_dir), device=CPU)
+    framed = generative_perplexity([BOS + TEXTS[0]], str(model_dir), device=CPU)
+    assert (framed.tokens, framed.nll) == (plain.tokens, pytest.approx(plain.nll, rel=1e-6))
+
+
+def _reference_nll(model_dir, ids: list[int], windows) -> tuple[float, int]:
+    """Summed NLL and count over ``(start, end, first)`` windows, each scored on its own."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start, end, first in windows:
+            logits = model(torch.tensor([ids[start:end]])).logits[0, first - start - 1 : -1]
+            total += float(F.cross_entropy(logits, torch.tensor(ids[first:end]), reduction="sum"))
+            count += end - first
+    return total, count
+
+
+def test_chunks_and_sliding_score_exactly_what_their_rules_say(scorer):
+    """n = 1 + N ids (BOS, then the text's N tokens), window C = 16. chunks (MDLM): ids cut into
+    ceil(n / C) chunks, each scored on its own, its first id context only: n - ceil(n / C)
+    scored, every text token of the first chunk and all but the first of each later one.
+    sliding (HF's guide, stride C/2): every text token scored once, with at least C/2 before it
+    once past the first window. Each figure is also recomputed window by window."""
+    _, model_dir, tokenizer = scorer
+    long = " ".join(TEXTS * 6)
+    ids = [tokenizer.bos_token_id, *tokenizer(long, add_special_tokens=False)["input_ids"]]
+    n, c = len(ids), 16
+    assert n > 4 * c and n % c != 1  # several windows, and a last chunk with a scored token
+
+    chunks = generative_perplexity(
+        [long], str(model_dir), device=CPU, config=GenPPLConfig(context=c, batch_size=3)
+    )
+    assert (chunks.tokens, chunks.context, chunks.split) == (n - math.ceil(n / c), c, "chunks")
+    windows = [(s, min(s + c, n), s + 1) for s in range(0, n, c)]
+    total, count = _reference_nll(model_dir, ids, windows)
+    assert count == chunks.tokens and chunks.nll == pytest.approx(total / count, rel=1e-5)
+
+    config = GenPPLConfig(context=c, split="sliding", batch_size=3)
+    sliding = generative_perplexity([long], str(model_dir), device=CPU, config=config)
+    assert sliding.tokens == n - 1
+    windows = [(0, c, 1)] + [
+        (s, min(s + c, n), s + c // 2) for s in range(c // 2, n - c // 2, c // 2)
+    ]
+    assert windows[-1][1] == n and all(first - start >= c // 2 for start, _, first in windows[1:])
+    total, count = _reference_nll(model_dir, ids, windows)
+    assert count == n - 1 and sliding.nll == pytest.approx(total / count, rel=1e-5)
+
+
+def test_context_is_the_scorers_unless_given_and_at_most_it(scorer):
+    _, model_dir, _ = scorer
+    assert generative_perplexity(TEXTS, str(model_dir), device=CPU).context == 64
+    with pytest.raises(UserError, match="--gen-ppl.context 65: .* at most 64") as info:
+        generative_perplexity(TEXTS, str(model_dir), device=CPU, config=GenPPLConfig(context=65))
+    assert "\n" not in str(info.value)
+
+
+def test_entropy_is_each_samples_unigram_entropy_averaged():
+    tokens = torch.tensor([[5, 5, 7, 7], [3, 3, 3, 3], [0, 1, 2, 3]])
+    # ln 2 (two ids, equally often), 0 (one id), ln 4 (four ids): mean ln 2.
+    assert sample_entropy(tokens) == pytest.approx((math.log(2) + 0 + math.log(4)) / 3)
+
+
+def test_bad_settings_are_one_line_each_naming_the_flag():
+    with pytest.raises(UserError) as info:
+        GenPPLConfig(samples=0, precision="float16", top_p=0.0, context=1, split="window")
+    lines = str(info.value).splitlines()
+    assert len(lines) == 5 and all(line.startswith("--gen-ppl.") for line in lines)
+    for flag in ("samples", "precision", "top_p", "context", "split"):
+        assert sum(f"--gen-ppl.{flag} " in line for line in lines) == 1
+
+
+def test_gen_ppl_settings_need_the_model(scorer, capsys):
+    run, _, _ = scorer
+    assert eval_main(["--checkpoint", str(run), "--gen-ppl.samples", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--gen-ppl-model" in err
 
 
 def test_unloadable_model_is_one_clear_error(tmp_path):
@@ -74,10 +155,28 @@ def test_unloadable_model_is_one_clear_error(tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_eval_app_reports_gen_ppl(scorer, capsys, tmp_path):
+def test_eval_app_reports_gen_ppl_with_entropy_and_settings(scorer, capsys, tmp_path):
     run, model_dir, _ = scorer
     out = tmp_path / "eval.json"
     argv = ["--checkpoint", str(run), "--batches", "1", "--gen-ppl-model", str(model_dir)]
-    assert eval_main([*argv, "--out", str(out)]) == 0
-    assert "gen PPL" in capsys.readouterr().out
-    assert '"gen_ppl"' in out.read_text()
+    settings = ["--gen-ppl.samples", "3", "--gen-ppl.batch-size", "2"]
+    settings += ["--gen-ppl.precision", "float32", "--gen-ppl.split", "sliding"]
+    assert eval_main([*argv, *settings, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "gen PPL" in printed and "unigram entropy" in printed and "float32" in printed
+    figures = json.loads(out.read_text())["gen_ppl"]
+    assert figures["samples"] == 3 and figures["precision"] == "float32"
+    assert (figures["split"], figures["context"], figures["steps"]) == ("sliding", 64, 8)
+    # 32-token samples over a 300-token vocabulary: between one distinct id and 32.
+    assert 0 < figures["entropy"] <= math.log(32)
+    assert figures["perplexity"] == pytest.approx(math.exp(figures["nll"]))
+
+
+def test_eval_app_names_a_bad_setting(scorer, capsys):
+    run, model_dir, _ = scorer
+    argv = ["--checkpoint", str(run), "--batches", "1", "--gen-ppl-model", str(model_dir)]
+    assert eval_main([*argv, "--gen-ppl.samples", "many", "--gen-ppl.split", "halves"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --gen-ppl.samples expects int, got 'many'",
+        "error: --gen-ppl.split must be chunks or sliding, got 'halves'",
+    ]

@@ -44,7 +44,8 @@ import torch
 from tdlm_train.config import RunConfig, preset
 from tdlm_train.data import prepare_data
 from tdlm_train.errors import UserError
-from tdlm_train.evaluate import Validation, sample_texts
+from tdlm_train.evaluate import Validation
+from tdlm_train.inference import sample_texts
 from tdlm_train.overrides import apply_overrides
 from tdlm_train.run import Run
 from tdlm_train.runtime import pick_device

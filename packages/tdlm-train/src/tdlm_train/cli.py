@@ -1,4 +1,4 @@
-"""Command-line entry points of the apps: ``train``, ``eval`` and ``sample``.
+"""Command-line entry points of the apps: ``train``, ``eval``, ``sample`` and ``export``.
 
 Options are the run config's fields as ``--section.key value`` (``--help`` lists them all with
 their defaults and meanings), plus a few app flags. Any :class:`UserError` — bad flags, missing
@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from .errors import UserError
 from .overrides import apply_overrides, field_help
 
-__all__ = ["train_main", "eval_main", "sample_main", "parse_options", "run_app"]
+__all__ = ["train_main", "eval_main", "sample_main", "export_main", "parse_options", "run_app"]
 
 
 def parse_options(argv: Sequence[str], flags: set[str], switches: set[str]):
@@ -125,17 +125,40 @@ def train_main(argv: Sequence[str]) -> int:
 
 
 EVAL_FLAGS = {
-    "checkpoint": "a checkpoint folder, or a run folder (its latest checkpoint) [required]",
+    "checkpoint": "a checkpoint folder, a run folder (its latest checkpoint), an apps/export "
+    "folder, or its hub id owner/name[@revision] [required]",
     "split": "val (default) or train: which split of the corpus to score",
-    "batches": "batches of --batch_size blocks to score (default: all of the split, at most 64)",
+    "batches": "batches of --batch_size blocks to score (default: all of the split, at most "
+    "64; with --suite: every block of each set)",
     "samples_per_level": "noise draws per level per block (default 4)",
     "out": "also write the figures as JSON to this file",
     "condition": "prefix:F — score each block's tokens after its first F given them (and "
     "without them, prefix hidden, to compare)",
     "context": "with --condition: projection (any checkpoint) | clean (runs trained with "
     "--condition.probability > 0; their default)",
-    "gen_ppl_model": "also sample 8 sequences and score them with this transformers causal LM "
-    "(a hub name such as gpt2-large, online only, or a local folder)",
+    "suite": "zero-shot: score the field's seven zero-shot sets instead of a corpus split "
+    "(docs/evaluation.md); prints a Markdown table, --out also writes JSON and .md",
+    "suite_sets": "with --suite: a comma-separated subset of ptb,wikitext,lm1b,lambada,ag_news,"
+    "pubmed,arxiv (default all)",
+    "suite_data": "with --suite: a folder of local copies (<set>.jsonl/.parquet/.txt or the "
+    "upstream file names); sets not in it load from the Hugging Face hub",
+    "blocks": "with --suite: wrap (default; rows joined and cut, MDLM's wrap=True) | pad (one "
+    "block per row, padding not scored)",
+    "gen_ppl_model": "also measure generative perplexity: sample sequences, score them with "
+    "this transformers causal LM (a hub name such as gpt2-large, online only, or a local "
+    "folder) and report their unigram entropy with it (docs/evaluation.md)",
+    "gen_ppl.samples": "with --gen-ppl-model: sequences to sample and score (default 8)",
+    "gen_ppl.steps": "with --gen-ppl-model: sampler steps over all levels (default 0: the run's)",
+    "gen_ppl.precision": "with --gen-ppl-model: the sampler's draws, float64 (default) | float32 "
+    "(resolves a child's chance only to 2^-24; to compare with float32 sampling)",
+    "gen_ppl.temperature": "with --gen-ppl-model: temperature on child distributions (default 1.0)",
+    "gen_ppl.top_p": "with --gen-ppl-model: nucleus on child distributions (default 1.0: off)",
+    "gen_ppl.context": "with --gen-ppl-model: the scorer's window in tokens (default 0: its own "
+    "context length)",
+    "gen_ppl.split": "with --gen-ppl-model: samples longer than the window, chunks (default; "
+    "MDLM: non-overlapping, each scored alone) | sliding (windows context/2 apart)",
+    "gen_ppl.batch_size": "with --gen-ppl-model: sequences sampled, and windows scored, at once "
+    "(default 8)",
 }
 EVAL_SWITCHES = {"raw_weights": "score the raw weights instead of the EMA weights"}
 
@@ -160,8 +183,13 @@ def eval_main(argv: Sequence[str]) -> int:
             )
         if "context" in values and "condition" not in values:
             raise UserError("--context applies to --condition (conditional scoring) only")
+        if any(k.startswith("gen_ppl.") for k in values) and "gen_ppl_model" not in values:
+            raise UserError("--gen-ppl.* settings apply to --gen-ppl-model only")
         out = _output_file(values.get("out"))
+        _check_suite_flags(values, overrides)
         run = _trained_run(values, overrides.pop("device", "auto"), raw="raw_weights" in on)
+        if "suite" in values:
+            return _suite(run, values, overrides, numbers, out, raw="raw_weights" in on)
         evaluation = _evaluate(run, overrides, values, numbers, raw="raw_weights" in on)
         print(evaluation.table())
         if out is not None:
@@ -174,6 +202,61 @@ def eval_main(argv: Sequence[str]) -> int:
 
 
 _FIXED = ("model", "tree", "tokenizer")
+_SUITE_ONLY = ("suite_sets", "suite_data", "blocks")
+_NOT_WITH_SUITE = ("split", "condition", "context", "gen_ppl_model")
+
+
+def _check_suite_flags(values: dict[str, str], overrides: dict[str, str]) -> None:
+    if "suite" not in values:
+        given = [f"--{k.replace('_', '-')}" for k in _SUITE_ONLY if k in values]
+        if given:
+            raise UserError(f"{', '.join(given)} apply to --suite zero-shot only")
+        return
+    if values["suite"] != "zero-shot":
+        raise UserError(f"--suite must be zero-shot, got {values['suite']!r}")
+    clashing = [f"--{k}" for k in _NOT_WITH_SUITE if k in values]
+    clashing += [
+        f"--{k}" for k in overrides if k not in ("seq_len", "batch_size", "seed", "device")
+    ]
+    if clashing:
+        raise UserError(
+            f"--suite zero-shot scores its own sets: {', '.join(sorted(clashing))} cannot be "
+            "used with it (--seq_len, --batch_size and --seed can)"
+        )
+
+
+def _suite(run, values: dict[str, str], overrides: dict[str, str], numbers: dict, out, *, raw):
+    """``--suite zero-shot``: the table to stdout (and --out's JSON + Markdown); status 1 when
+    a set could not be scored, after every other set was."""
+    from pathlib import Path
+
+    from .zero_shot import pick_sets, zero_shot_suite
+
+    if out is not None and out.suffix == ".md":
+        raise UserError(f"--out {out}: give the JSON file's name; the table goes beside it (.md)")
+    config = apply_overrides(run.config, overrides)
+    result = zero_shot_suite(
+        run,
+        sets=pick_sets(values.get("suite_sets", "")),
+        data_dir=Path(values["suite_data"]) if "suite_data" in values else None,
+        layout=values.get("blocks", "wrap"),
+        seq_len=config.seq_len,
+        batch_size=config.batch_size,
+        batches=numbers["batches"],
+        samples_per_level=numbers["samples_per_level"],
+        context_mode=_context_mode(run, {}),
+        seed=config.seed,
+        weights="raw weights" if raw else "EMA weights",
+    )
+    print(result.markdown())
+    if out is not None:
+        from .atomic import atomic_write, write_json
+
+        write_json(out, result.figures())
+        atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text(result.markdown() + "\n"))
+    for failed in result.failed:
+        print(f"error: {failed.name}: {failed.error}", file=sys.stderr)
+    return 1 if result.failed else 0
 
 
 def _output_file(name: str | None):
@@ -215,15 +298,42 @@ def _evaluate(run, overrides: dict[str, str], values: dict[str, str], numbers: d
         samples_per_level=numbers["samples_per_level"],
         weights="raw weights" if raw else "EMA weights",
         gen_ppl_model=values.get("gen_ppl_model"),
+        gen_ppl_config=_gen_ppl_config(values),
         condition=condition,
     )
 
 
+def _gen_ppl_config(values: dict[str, str]):
+    """``--gen-ppl.<field>`` values as a :class:`GenPPLConfig` (each bad one named)."""
+    import dataclasses
+
+    from .config import refuse
+    from .genppl import GenPPLConfig
+
+    kinds = {field.name: field.type for field in dataclasses.fields(GenPPLConfig)}
+    typed, problems = {}, []
+    for name, value in values.items():
+        if name.startswith("gen_ppl."):
+            field = name.removeprefix("gen_ppl.")
+            try:
+                typed[field] = kinds[field](value)
+            except ValueError:
+                problems.append(f"--gen-ppl.{field} expects {kinds[field].__name__}, got {value!r}")
+    try:
+        config = GenPPLConfig(**typed)
+    except UserError as error:
+        problems += str(error).splitlines()
+    refuse(problems)
+    return config
+
+
 SAMPLE_FLAGS = {
-    "checkpoint": "a checkpoint folder, or a run folder (its latest checkpoint) [required]",
+    "checkpoint": "a checkpoint folder, a run folder (its latest checkpoint), an apps/export "
+    "folder, or its hub id owner/name[@revision] [required]",
     "steps": "sampler steps over all levels, at least one per level (default 64)",
     "temperature": "temperature on child distributions; 0 = greedy (default 1.0)",
     "top_p": "nucleus sampling on child distributions (default 1.0)",
+    "precision": "the sampler's draws: float64 (default) | float32",
     "count": "sequences to sample (default 4)",
     "length": "tokens per sequence (default: the training sequence length)",
     "seed": "sampling seed (default 0)",
@@ -266,6 +376,7 @@ def sample_main(argv: Sequence[str]) -> int:
             steps=n["steps"],
             temperature=n["temperature"],
             top_p=n["top_p"],
+            precision=values.get("precision", "float64"),
             keep_trajectory="show_levels" in on,
         )
         if n["steps"] < sampler.steps:
@@ -304,3 +415,76 @@ def _layout(run, values: dict[str, str], length: int):
     if "infill" in values:
         return infill_layout(run.tokenizer, values["infill"]), mode
     return None, mode
+
+
+EXPORT_FLAGS = {
+    "checkpoint": "a checkpoint folder, or a run folder (its latest checkpoint) [required]",
+    "out": "the folder to write: new, empty, or an earlier export (replaced) [required]",
+    "device": "auto (default) | cpu | cuda: where the model loads (and --score runs)",
+}
+EXPORT_SWITCHES = {
+    "raw_weights": "export the raw weights instead of the EMA weights (the card says so)",
+    "score": "score the exported weights on the run's validation split now (as training "
+    "validates), instead of using the validation recorded at the checkpoint's step",
+}
+
+
+def export_main(argv: Sequence[str]) -> int:
+    """Parse -> Run.from_checkpoint -> export_run (a hub folder) -> its files and how to use it."""
+
+    def body() -> int:
+        if wants_help(argv):
+            print("usage: apps/export --checkpoint RUN_OR_CHECKPOINT --out DIR [options]\n")
+            for name, meaning in {**EXPORT_FLAGS, **EXPORT_SWITCHES}.items():
+                print(f"  --{name:<14} {meaning}")
+            return 0
+        values, on, overrides = parse_options(argv, set(EXPORT_FLAGS), set(EXPORT_SWITCHES))
+        if overrides:
+            raise UserError(f"unknown options {sorted(overrides)} (see --help)")
+        if "out" not in values:
+            raise UserError("--out DIR is required")
+        from .hub import check_export_target, export_run
+
+        check_export_target(values["out"])  # before any loading or scoring
+        raw = "raw_weights" in on
+        run = _trained_run(values, values.get("device", "auto"), raw=raw)
+        evaluation = None
+        if "score" in on:
+            from .evaluate import evaluate_run
+
+            evaluation = evaluate_run(
+                run,
+                run.config,
+                batches=run.config.eval_batches,
+                samples_per_level=run.config.diffusion.eval_samples_per_level,
+                weights="raw weights" if raw else "EMA weights",
+            )
+        out = export_run(run, values["out"], weights="raw" if raw else "ema", validation=evaluation)
+        print(_export_report(out))
+        return 0
+
+    return run_app(body)
+
+
+def _export_report(out) -> str:
+    import json
+
+    meta = json.loads((out / "config.json").read_text())
+    weights = "EMA" if meta["weights"] == "ema" else "raw"
+    lines = [f"exported step {meta['step']:,} ({weights} weights) to {out}:"]
+    for path in sorted(out.iterdir()):
+        lines.append(f"  {path.name:<18} {path.stat().st_size / 2**10:>12,.1f} KiB")
+    v = meta["validation"]
+    lines.append(
+        "  validation: not measured (pass --score to measure it)"
+        if v is None
+        else f"  validation: NELBO {v['nelbo']:.4f} nats/token on {v['tokens']:,} {v['split']} "
+        f"tokens ({v['weights']})"
+    )
+    argument, app = ("", "sample") if weights == "EMA" else (', weights="raw"', "eval")
+    lines += [
+        f'load it: Run.from_checkpoint("{out}"{argument}) or uv run apps/{app} --checkpoint {out}'
+        + ("" if weights == "EMA" else " --raw_weights"),
+        f"push it: hf upload OWNER/NAME {out}  (then load it as OWNER/NAME)",
+    ]
+    return "\n".join(lines)

@@ -275,7 +275,7 @@ def owt_small() -> RunConfig:
         batch_size=16,
         seq_len=1024,
         max_steps=1_000_000,
-        minutes=0,
+        minutes=0.0,
         log_every=100,
         eval_every=10_000,
         checkpoint_every=10_000,

@@ -25,7 +25,14 @@ from pathlib import Path
 
 from .errors import UserError
 
-__all__ = ["CorpusConfig", "Document", "load_documents", "split_documents", "corpus_fingerprint"]
+__all__ = [
+    "CorpusConfig",
+    "Document",
+    "load_documents",
+    "split_documents",
+    "corpus_fingerprint",
+    "hub_column",
+]
 
 Document = tuple[str, str]
 _EXCLUDED_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__"}
@@ -98,36 +105,39 @@ def _local_documents(spec: str, text_field: str) -> list[Document]:
     return docs
 
 
-def _hub_documents(config: CorpusConfig) -> list[Document]:
-    name, _, subset = config.source.removeprefix("hf:").partition(":")
+def hub_column(source: str, split: str, field: str, data_files: str = "") -> list[str]:
+    """Column ``field`` of split ``split`` of the Hugging Face dataset ``hf:NAME[:CONFIG]``
+    (``datasets`` imported here; named datasets need the hub or its local cache), every row."""
+    name, _, subset = source.removeprefix("hf:").partition(":")
     try:
         import datasets
     except ImportError:
         raise UserError(
-            f"data.source {config.source!r} needs the `datasets` package; install it or use "
-            "local files"
+            f"{source!r} needs the `datasets` package; install it or use local files"
         ) from None
-    files = [f.strip() for f in config.data_files.split(",") if f.strip()] or None
+    files = [f.strip() for f in data_files.split(",") if f.strip()] or None
     try:
-        dataset = datasets.load_dataset(
-            name, subset or None, split=config.hf_split, data_files=files
-        )
+        dataset = datasets.load_dataset(name, subset or None, split=split, data_files=files)
     except Exception as error:  # datasets raises many types (connection, not found, config)
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise UserError(
-            f"cannot load Hugging Face dataset {config.source!r} split {config.hf_split!r} "
-            f"({first_line}); named datasets need the hub — offline, pass local files as "
-            "data.source"
+            f"cannot load Hugging Face dataset {source!r} split {split!r} ({first_line}); "
+            "named datasets need the hub — offline, pass local files"
         ) from None
-    if config.text_field not in dataset.column_names:
+    if field not in dataset.column_names:
         raise UserError(
-            f"dataset {config.source!r} has columns {dataset.column_names}, "
-            f"not {config.text_field!r} (set data.text_field)"
+            f"dataset {source!r} has columns {dataset.column_names}, not {field!r}"
+            + (" (set data.text_field)" if field == "text" else "")
         )
+    return [str(text) if text is not None else "" for text in dataset[field]]
+
+
+def _hub_documents(config: CorpusConfig) -> list[Document]:
+    rows = hub_column(config.source, config.hf_split, config.text_field, config.data_files)
     return [
         (f"{config.source}/{config.hf_split}/{i}", text)
-        for i, text in enumerate(dataset[config.text_field])
-        if text and text.strip()
+        for i, text in enumerate(rows)
+        if text.strip()
     ]
 
 

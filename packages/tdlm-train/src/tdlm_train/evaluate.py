@@ -1,4 +1,4 @@
-"""Validation NELBO (total and per level), perplexity, bits per byte, and decoded samples.
+"""Validation NELBO (total and per level), perplexity, bits per byte, and a run's evaluation.
 
 METHOD.md §4 "Reporting": NELBO in nats per token, perplexity ``exp(NELBO)``, bits per byte
 (comparable across tokenizers) and each level's ``L_h``.
@@ -21,9 +21,7 @@ from torch import Tensor
 
 from tdlm_diffusion import (
     Context,
-    SamplerConfig,
     TreeProcess,
-    ancestral_sample,
     bits_per_byte,
     evaluate_nelbo,
     perplexity,
@@ -33,12 +31,19 @@ from .config import RunConfig
 from .context import prefix_context
 from .data import prepare_data
 from .errors import UserError
-from .genppl import GenPerplexity, generative_perplexity
-from .packing import PackedBlocks
+from .genppl import GenPerplexity, GenPPLConfig, gen_ppl_of_run
+from .packing import PackedBlocks, PaddedBlocks
 from .run import Run
-from .tokenizer import TextTokenizer, TokenizerConfig
+from .tokenizer import TokenizerConfig
 
-__all__ = ["Validation", "validate", "sample_texts", "Condition", "Evaluation", "evaluate_run"]
+__all__ = [
+    "Validation",
+    "validate",
+    "padding_context",
+    "Condition",
+    "Evaluation",
+    "evaluate_run",
+]
 
 
 @dataclass(frozen=True)
@@ -51,15 +56,16 @@ class Validation:
     text_bytes: int  # UTF-8 bytes of the text in the scored blocks
 
 
-# What validation scores: every position, or (conditional) the positions a context leaves unknown.
-ContextOf = Callable[[Tensor], Context]
+# What validation scores: every position, or the positions a context leaves unknown. Called
+# with a batch and the indices of its blocks (padded blocks know their padding by index).
+ContextOf = Callable[[Tensor, np.ndarray], Context]
 
 
 @torch.no_grad()
 def validate(
     process: TreeProcess,
     model: torch.nn.Module,
-    blocks: PackedBlocks,
+    blocks: PackedBlocks | PaddedBlocks,
     *,
     batches: int,
     batch_size: int,
@@ -69,15 +75,18 @@ def validate(
     seed: int = 0,
     context: ContextOf | None = None,
     hide_known: bool = False,
+    progress: str = "",
 ) -> Validation:
     """The NELBO on the first ``batches * batch_size`` validation blocks (a fixed set).
 
     With ``context`` (a batch's known positions, e.g. :func:`~tdlm_train.context.prefix_context`)
     it is the conditional NELBO of the unknown positions given the known ones (METHOD.md §8):
-    every figure is per unknown token, and bits per byte count the unknown tokens' bytes.
+    every figure is per unknown token, and bits per byte count the unknown tokens' bytes. (Padded
+    blocks are scored with their padding as the context: :func:`padding_context`.)
     ``hide_known`` shows the network the root at the known positions instead: the same tokens'
     bound on their own ``-log p(x_U)``, what conditioning is to beat.
     Uses its own generator, so validating never changes the training run's random stream.
+    ``progress`` names a progress bar over the batches (none by default).
     """
     was_training = model.training
     model.eval()
@@ -85,10 +94,16 @@ def validate(
     count = min(len(blocks), batches * batch_size)
     level_sums = torch.zeros(process.depth, dtype=torch.float64)
     tokens = text_bytes = 0
-    for start in range(0, count, batch_size):
-        tokens_np = blocks.batch(np.arange(start, min(start + batch_size, count)))
+    starts = range(0, count, batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc=progress, unit="batch", leave=False)
+    for start in starts:
+        indices = np.arange(start, min(start + batch_size, count))
+        tokens_np = blocks.batch(indices)
         x = torch.from_numpy(tokens_np).to(device)
-        shown = None if context is None else context(x)
+        shown = None if context is None else context(x, indices)
         scored = tokens_np if shown is None else tokens_np[~shown.known.cpu().numpy()]
         text_bytes += int(token_bytes[scored].sum())
         denoiser = model if not hide_known else _hiding(model, shown.known, process.root)
@@ -124,30 +139,6 @@ def _hiding(model: torch.nn.Module, known: Tensor, root: int) -> Callable[..., T
     return denoiser
 
 
-@torch.no_grad()
-def sample_texts(
-    process: TreeProcess,
-    model: torch.nn.Module,
-    tokenizer: TextTokenizer,
-    *,
-    count: int,
-    length: int,
-    config: SamplerConfig,
-    device: torch.device,
-    seed: int = 0,
-):
-    """``(texts, result)``: decoded samples and the sampler's result (calls, trajectory)."""
-    was_training = model.training
-    model.eval()
-    generator = torch.Generator(device).manual_seed(seed)
-    result = ancestral_sample(
-        process, model, batch_size=count, length=length, config=config, generator=generator
-    )
-    model.train(was_training)
-    texts = [tokenizer.decode(row.tolist()) for row in result.tokens.cpu()]
-    return texts, result
-
-
 @dataclass(frozen=True)
 class Condition:
     """Conditional scoring (``apps/eval --condition prefix:F``): the first ``F`` of every block
@@ -156,9 +147,19 @@ class Condition:
     fraction: float
     mode: str = "projection"
 
-    def context(self, x: Tensor) -> Context:
+    def context(self, x: Tensor, indices: np.ndarray) -> Context:
         return prefix_context(x, self.fraction, self.mode)
 
+
+def padding_context(blocks: PaddedBlocks, mode: str = "projection") -> ContextOf:
+    """Padded blocks' padding as known context: shown to the network (as ``mode`` says), never
+    scored, so the NELBO covers each document's ``[BOS] tokens [EOS]`` only."""
+
+    def context(x: Tensor, indices: np.ndarray) -> Context:
+        known = torch.from_numpy(blocks.padding(indices)).to(x.device)
+        return Context(known, x, mode)
+
+    return context
 
 
 @dataclass
@@ -197,7 +198,13 @@ class Evaluation:
             )
         if self.gen_ppl is not None:
             g = self.gen_ppl
-            lines.append(f"  gen PPL {g.perplexity:.2f} ({g.model}, {g.tokens} tokens)")
+            lines += [
+                f"  gen PPL {g.perplexity:.2f} ({g.model}, {g.samples} samples, {g.tokens:,} "
+                f"tokens), unigram entropy {g.entropy:.3f} nats",
+                f"    sampled with {g.steps} steps, {g.precision}, temperature {g.temperature:g}, "
+                f"top-p {g.top_p:g}; scored in {g.context}-token "
+                + ("chunks" if g.split == "chunks" else "sliding windows"),
+            ]
         return "\n".join(lines)
 
     def figures(self) -> dict:
@@ -218,13 +225,15 @@ def evaluate_run(
     samples_per_level: int = 4,
     weights: str = "EMA weights",
     gen_ppl_model: str | None = None,
+    gen_ppl_config: GenPPLConfig | None = None,
     condition: Condition | None = None,
 ) -> Evaluation:
     """``run``'s model scored on ``config``'s corpus (tokenized with the run's own tokenizer)
     and ``split``: ``batches`` batches of ``config.batch_size`` blocks of ``config.seq_len``
     (0: the whole split, at most 64 batches). ``condition`` scores the rest of each block given
-    its prefix, and the same tokens with the prefix hidden. ``gen_ppl_model`` also samples 8
-    sequences and scores them with that causal LM (:mod:`.genppl`)."""
+    its prefix, and the same tokens with the prefix hidden. ``gen_ppl_model`` also measures
+    generative perplexity under that causal LM as ``gen_ppl_config`` (default: its defaults)
+    says, on samples of ``config.seq_len`` tokens (:func:`~tdlm_train.genppl.gen_ppl_of_run`)."""
     blocks, token_bytes = _split_blocks(run, config, split)
     batches = batches or min(64, -(-len(blocks) // config.batch_size))
 
@@ -245,7 +254,12 @@ def evaluate_run(
 
     validation = score(None if condition is None else condition.context)
     unconditional = None if condition is None else score(condition.context, hide_known=True)
-    scored = None if gen_ppl_model is None else _gen_ppl(run, config, gen_ppl_model)
+    scored = None
+    if gen_ppl_model is not None:
+        scored = gen_ppl_of_run(
+            run, gen_ppl_config or GenPPLConfig(), gen_ppl_model, length=config.seq_len,
+            seed=config.seed,
+        )  # fmt: skip
     return Evaluation(
         str(run.checkpoint), run.state.step, weights, config.data.source, split, validation,
         scored, condition, unconditional,
@@ -262,17 +276,3 @@ def _split_blocks(run: Run, config: RunConfig, split: str) -> tuple[PackedBlocks
     if len(blocks) == 0:
         raise UserError(f"the {split} split has fewer than {config.seq_len} tokens")
     return blocks, data.token_bytes
-
-
-def _gen_ppl(run: Run, config: RunConfig, model: str) -> GenPerplexity:
-    texts, _ = sample_texts(
-        run.process,
-        run.model,
-        run.tokenizer,
-        count=8,
-        length=config.seq_len,
-        config=run.sampler(),
-        device=run.device,
-        seed=config.seed,
-    )
-    return generative_perplexity(texts, model, device=run.device)

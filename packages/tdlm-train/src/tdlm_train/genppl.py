@@ -1,31 +1,119 @@
-"""Generative perplexity: generated text scored by a pretrained causal language model (issue 6).
+"""Generative perplexity: generated text scored by a pretrained causal language model, with the
+samples' unigram entropy beside it (issues 6 and 13).
 
-The field's sample-quality number (MDLM, SEDD: GPT-2 large): decode the samples to text,
-retokenize them with the scoring model's own tokenizer, and report
-``exp(mean token NLL)`` of the text under that model. Any causal LM that ``transformers`` can
-load works (a hub name such as ``gpt2-large`` — online only — or a local folder written by
+The field's sample-quality number (MDLM, SEDD: GPT-2 large), after MDLM's
+``compute_generative_perplexity`` (kuleshov-group/mdlm, ``diffusion.py``): sample, decode the
+samples to text, retokenize them with the scoring model's own tokenizer, and report
+``exp(mean token NLL)`` of the text under that model. Any causal LM that ``transformers`` can load
+works (a hub name such as ``gpt2-large`` — online only — or a local folder written by
 ``save_pretrained``). ``transformers`` is imported only here, when asked for.
 
-Each text is scored on its own, prefixed with the tokenizer's BOS token when it has one (GPT-2:
-``<|endoftext|>``), in windows of the model's context length.
+Each text starts with the scorer's BOS token when its tokenizer has one (prefixed unless the
+text already begins with it): MDLM's samples begin with GPT-2's ``<|endoftext|>`` (its BOS),
+which its retokenization keeps, so their first text token is scored given it, as here. Texts
+longer than the scorer's ``context`` are split (:class:`GenPPLConfig`): ``chunks`` (MDLM) cuts
+each into non-overlapping chunks of ``context`` tokens scored on their own, so a chunk's first
+token is context only (the BOS, or for later chunks a text token left unscored); ``sliding``
+(Hugging Face's perplexity guide) scores every token after the BOS once, in windows of
+``context`` tokens ``context // 2`` apart, so each token past the first window sees at least
+``context - context // 2`` tokens before it.
+
+Generative perplexity rewards low-entropy text (repetition scores well), and float32 sampling
+lowers the samples' entropy (Zheng et al. 2024, arXiv:2409.02908); so the samples' unigram
+entropy is always reported with it, and sampling is float64 unless asked otherwise.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from jaxtyping import Int
+from torch import Tensor
 
+from tdlm_tree import unigram_entropy
+
+from .config import refuse
 from .errors import UserError
+from .inference import sample_texts
+from .run import Run
 
-__all__ = ["GenPerplexity", "generative_perplexity"]
+__all__ = [
+    "GenPPLConfig",
+    "GenPerplexity",
+    "TextPerplexity",
+    "gen_ppl_of_run",
+    "generative_perplexity",
+    "sample_entropy",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenPPLConfig:
+    """How generative perplexity is measured (``apps/eval --gen-ppl.<field>``; module doc)."""
+
+    samples: int = 8  # sequences sampled and scored
+    steps: int = 0  # sampler steps over all levels (0: the run's sampler's)
+    precision: str = "float64"  # the sampler's draws: float64 | float32
+    temperature: float = 1.0  # on the child distributions (0: greedy)
+    top_p: float = 1.0  # nucleus on the child distributions (1: off)
+    context: int = 0  # the scorer's window, tokens (0: its n_positions/max_position_embeddings)
+    split: str = "chunks"  # longer texts: chunks (MDLM) | sliding (stride context // 2)
+    batch_size: int = 8  # sequences sampled, and windows scored, at once
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("samples", "batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"--gen-ppl.{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps < 0:
+            problems.append(f"--gen-ppl.steps must be >= 0 (0: the run's), got {self.steps}")
+        if self.precision not in ("float64", "float32"):
+            problems.append(
+                f"--gen-ppl.precision must be float64 or float32, got {self.precision!r}"
+            )
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            problems.append(f"--gen-ppl.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"--gen-ppl.top_p must lie in (0, 1], got {self.top_p}")
+        if self.context == 1 or self.context < 0:
+            problems.append(f"--gen-ppl.context must be >= 2 (0: the scorer's), got {self.context}")
+        if self.split not in ("chunks", "sliding"):
+            problems.append(f"--gen-ppl.split must be chunks or sliding, got {self.split!r}")
+        refuse(problems)
 
 
 @dataclass(frozen=True)
-class GenPerplexity:
+class TextPerplexity:
+    """Texts scored by a causal LM."""
+
     perplexity: float  # exp(mean NLL per scored token)
     nll: float  # mean NLL per scored token, nats
     tokens: int  # scored tokens (the scoring model's tokens)
     model: str
+    context: int  # the scorer's window, tokens
+    split: str  # chunks | sliding
+
+
+@dataclass(frozen=True)
+class GenPerplexity(TextPerplexity):
+    """A run's samples scored, their unigram entropy, and how they were sampled."""
+
+    entropy: float  # mean over samples of their own token ids' unigram entropy, nats
+    samples: int
+    steps: int  # sampler steps over all levels
+    precision: str
+    temperature: float
+    top_p: float
+
+
+def sample_entropy(tokens: Int[Tensor, "b l"]) -> float:
+    """The entropy (nats) of each sample's empirical distribution of its own token ids (special
+    tokens included, as sampled), averaged over the samples. Repetitive text scores low."""
+    rows = tokens.cpu().numpy()
+    return float(np.mean([unigram_entropy(np.bincount(row)) for row in rows]))
 
 
 def _load(name: str, device: torch.device):
@@ -45,28 +133,101 @@ def _load(name: str, device: torch.device):
     return tokenizer, model
 
 
+def _scorer_context(model, name: str, asked: int) -> int:
+    config = model.config
+    positions = getattr(config, "n_positions", None) or getattr(
+        config, "max_position_embeddings", None
+    )
+    if asked and positions and asked > positions:
+        raise UserError(f"--gen-ppl.context {asked}: {name} takes at most {positions} tokens")
+    if not (asked or positions):
+        raise UserError(f"--gen-ppl-model {name} states no context length: give --gen-ppl.context")
+    return asked or positions
+
+
+def _windows(n: int, context: int, split: str) -> list[tuple[int, int, int]]:
+    """``(start, first, end)`` per window over ``n`` ids: ``ids[start:end]`` is fed and the ids
+    at ``first..end-1`` are scored, each given those before it in the window."""
+    if split == "chunks":
+        return [(s, s + 1, min(s + context, n)) for s in range(0, n, context)]
+    stride, scored_to, out = context // 2, 1, []
+    for start in range(0, n, stride):
+        end = min(start + context, n)
+        out.append((start, max(scored_to, start + 1), end))
+        scored_to = end
+        if end == n:
+            break
+    return out
+
+
 @torch.no_grad()
 def generative_perplexity(
-    texts: list[str], model_name: str, *, device: torch.device
-) -> GenPerplexity:
-    """Score ``texts`` with the causal LM ``model_name`` (see the module doc)."""
+    texts: list[str],
+    model_name: str,
+    *,
+    device: torch.device,
+    config: GenPPLConfig = GenPPLConfig(),
+) -> TextPerplexity:
+    """Score ``texts`` with the causal LM ``model_name``, split as ``config`` says (module doc)."""
     tokenizer, model = _load(model_name, device)
-    context = getattr(model.config, "n_positions", None) or getattr(
-        model.config, "max_position_embeddings", 1024
-    )
-    total, count = 0.0, 0
+    context = _scorer_context(model, model_name, config.context)
+    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    windows = []  # (ids fed, targets: -100 where only context)
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if tokenizer.bos_token_id is not None:
-            ids = [tokenizer.bos_token_id, *ids]
-        for start in range(0, max(len(ids) - 1, 0), context - 1):
-            window = torch.tensor([ids[start : start + context]], device=device)
-            if window.shape[1] < 2:
-                break
-            logits = model(window).logits.float()
-            nll = torch.nn.functional.cross_entropy(logits[0, :-1], window[0, 1:], reduction="sum")
-            total += float(nll)
-            count += window.shape[1] - 1
+        ids = ids if ids[:1] == bos else bos + ids
+        for start, first, end in _windows(len(ids), context, config.split):
+            if first < end:
+                fed = ids[start:end]
+                windows.append((fed, [-100] * (first - start - 1) + ids[first:end]))
+    total, count = 0.0, 0
+    for b in range(0, len(windows), config.batch_size):
+        batch = windows[b : b + config.batch_size]
+        width = max(len(fed) for fed, _ in batch)
+        # Right padding needs no attention mask: a causal LM's real positions never see it.
+        fed = torch.tensor([f + [0] * (width - len(f)) for f, _ in batch], device=device)
+        targets = torch.tensor([t + [-100] * (width - 1 - len(t)) for _, t in batch], device=device)
+        logits = model(fed).logits[:, :-1].float()
+        total += float(F.cross_entropy(logits.transpose(1, 2), targets, reduction="sum"))
+        count += int((targets != -100).sum())
     if count == 0:
         raise UserError("generative perplexity: the samples decode to no scorable tokens")
-    return GenPerplexity(math.exp(total / count), total / count, count, model_name)
+    return TextPerplexity(
+        math.exp(total / count), total / count, count, model_name, context, config.split
+    )
+
+
+def gen_ppl_of_run(
+    run: Run, config: GenPPLConfig, model_name: str, *, length: int, seed: int
+) -> GenPerplexity:
+    """The whole protocol for a trained run: ``config.samples`` sequences of ``length`` tokens
+    from the run's sampler as ``config`` changes it, ``config.batch_size`` at a time (batch ``i``
+    seeded ``seed + i``), scored by ``model_name``, with their unigram entropy."""
+    steps = {"steps": config.steps} if config.steps else {}
+    sampler = run.sampler(
+        precision=config.precision, temperature=config.temperature, top_p=config.top_p, **steps
+    )
+    texts, tokens = [], []
+    for i, start in enumerate(range(0, config.samples, config.batch_size)):
+        decoded, result = sample_texts(
+            run.process,
+            run.model,
+            run.tokenizer,
+            count=min(config.batch_size, config.samples - start),
+            length=length,
+            config=sampler,
+            device=run.device,
+            seed=seed + i,
+        )
+        texts += decoded
+        tokens.append(result.tokens)
+    scored = generative_perplexity(texts, model_name, device=run.device, config=config)
+    return GenPerplexity(
+        **dataclasses.asdict(scored),
+        entropy=sample_entropy(torch.cat(tokens)),
+        samples=config.samples,
+        steps=sampler.steps,
+        precision=sampler.precision,
+        temperature=sampler.temperature,
+        top_p=sampler.top_p,
+    )

@@ -1,18 +1,20 @@
 """Sampling from a trained run for people to read (``apps/sample``), unconditionally or around
 given text (a prompt, gaps to fill): decoded sequences, or each sequence at every level of the
 tree, coarse to fine, with positions still at an internal node
-shown as that node's most frequent token (``⟨tok⟩``; ``⟨·⟩`` for the root).
+shown as that node's most frequent token (``⟨tok⟩``; ``⟨·⟩`` for the root); and decoded samples
+for the training log and generative perplexity (:func:`sample_texts`).
 """
 
 import numpy as np
 import torch
 
-from tdlm_diffusion import Context, SamplerConfig, ancestral_sample
+from tdlm_diffusion import Context, SamplerConfig, TreeProcess, ancestral_sample
 
 from .context import Layout
 from .run import Run
+from .tokenizer import TextTokenizer
 
-__all__ = ["sample_report", "node_representatives", "render_nodes"]
+__all__ = ["sample_report", "sample_texts", "node_representatives", "render_nodes"]
 
 
 def sample_report(
@@ -85,3 +87,27 @@ def render_nodes(nodes: np.ndarray, run: Run, reps: np.ndarray) -> str:
             text = run.tokenizer.decode([int(reps[node])])
             pieces.append("⟨" + text.replace(" ", "␣").replace("\n", "↵") + "⟩")
     return "".join(pieces)
+
+
+@torch.no_grad()
+def sample_texts(
+    process: TreeProcess,
+    model: torch.nn.Module,
+    tokenizer: TextTokenizer,
+    *,
+    count: int,
+    length: int,
+    config: SamplerConfig,
+    device: torch.device,
+    seed: int = 0,
+):
+    """``(texts, result)``: decoded samples and the sampler's result (calls, trajectory)."""
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator(device).manual_seed(seed)
+    result = ancestral_sample(
+        process, model, batch_size=count, length=length, config=config, generator=generator
+    )
+    model.train(was_training)
+    texts = [tokenizer.decode(row.tolist()) for row in result.tokens.cpu()]
+    return texts, result

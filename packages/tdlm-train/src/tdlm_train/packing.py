@@ -7,6 +7,9 @@ followed by EOS, the stream is cut into chunks of ``L - 2`` tokens and every chu
 :class:`BlockOrder` visits the blocks in a seeded random order, a fresh permutation per epoch,
 split across data-parallel ranks by striding. Its position (epoch, step) is part of a run's
 resumable state, so a resumed run sees exactly the batches the uninterrupted run would have.
+
+:class:`PaddedBlocks` is MDLM's other layout, for evaluation (``wrap=False``): one block per
+document, ``[BOS] document [EOS]`` cut to ``L`` and padded; the padding is not scored.
 """
 
 from dataclasses import dataclass
@@ -15,7 +18,7 @@ import numpy as np
 
 from .errors import UserError
 
-__all__ = ["PackedBlocks", "BlockOrder"]
+__all__ = ["PackedBlocks", "PaddedBlocks", "BlockOrder"]
 
 
 class PackedBlocks:
@@ -40,6 +43,39 @@ class PackedBlocks:
         for row, i in enumerate(np.asarray(indices).tolist()):
             out[row, 1:-1] = self.stream[i * self.chunk : (i + 1) * self.chunk]
         return out
+
+
+class PaddedBlocks:
+    """One block per document: ``[BOS] tokens [EOS]``, the tokens cut to ``seq_len - 2`` (as
+    MDLM's padded loader truncates), then padding up to ``seq_len``. The padding holds EOS ids
+    (the vocabulary has no PAD token); :meth:`padding` marks it, and evaluation shows it to the
+    network as known context and scores only the rest, as MDLM masks its loss by the attention
+    mask."""
+
+    def __init__(self, documents: list[np.ndarray], seq_len: int, bos_id: int, eos_id: int) -> None:
+        if seq_len < 3:
+            raise UserError(
+                f"sequence length must be at least 3 (BOS, a token, EOS), got {seq_len}"
+            )
+        self.documents, self.seq_len, self.bos_id, self.eos_id = documents, seq_len, bos_id, eos_id
+        self.lengths = np.array([min(len(d), seq_len - 2) + 2 for d in documents], dtype=np.int64)
+        self.truncated = sum(len(d) > seq_len - 2 for d in documents)  # documents cut short
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    def batch(self, indices: np.ndarray) -> np.ndarray:
+        """``[len(indices), seq_len]`` int64 blocks, padded with EOS."""
+        out = np.full((len(indices), self.seq_len), self.eos_id, dtype=np.int64)
+        for row, i in enumerate(np.asarray(indices).tolist()):
+            tokens = self.documents[i][: self.seq_len - 2]
+            out[row, 0] = self.bos_id
+            out[row, 1 : 1 + len(tokens)] = tokens  # then the closing EOS (already there)
+        return out
+
+    def padding(self, indices: np.ndarray) -> np.ndarray:
+        """``[len(indices), seq_len]`` bool: True after each block's closing EOS."""
+        return np.arange(self.seq_len) >= self.lengths[np.asarray(indices)][:, None]
 
 
 @dataclass

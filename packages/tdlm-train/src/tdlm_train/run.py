@@ -33,6 +33,7 @@ from .errors import UserError
 from .overrides import config_to_dict
 from .packing import BlockOrder, PackedBlocks
 from .parallel import shard
+from .pretrained import is_export, load_export, local_folder
 from .run_files import RunFiles, load_run_files, save_run_files
 from .runtime import Dist, Ema, pick_device
 from .states import ModelState, OptimizerState, RngState, Stateful, TrainState
@@ -148,15 +149,29 @@ class Run:
         config: RunConfig | None = None,
         dist_info: Dist | None = None,
     ) -> "Run":
-        """A checkpoint (or a run folder's latest) rebuilt from its run folder.
+        """A checkpoint (or a run folder's latest) rebuilt from its run folder, or an exported
+        model: a folder :func:`~tdlm_train.hub.export_run` wrote, or a hub repo id
+        ``owner/name[@revision]`` of one (fetched with huggingface_hub, :mod:`.pretrained`).
 
         For inference (the default) it reads ``state.json`` and one weights file only, so a
         checkpoint shared without its optimizer and RNG files loads: ``weights="ema"`` (the
-        averaged weights, as validation scores them) or ``"raw"``; the model is in eval mode.
+        averaged weights, as validation scores them) or ``"raw"`` (an export holds one set,
+        which ``weights`` must name); the model is in eval mode.
         With ``training=True`` it is the run continued: :meth:`from_config` with ``config``
         (default: the saved one) and every part's state loaded from the checkpoint.
         """
-        path = resolve_checkpoint(Path(path))
+        if weights not in ("ema", "raw"):
+            raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+        path = local_folder(path)
+        if is_export(path):
+            if training:
+                raise UserError(
+                    f"{path} is an exported model: it holds no optimizer or data state to "
+                    "continue training from (resume its run folder instead)"
+                )
+            files, tensors, state = load_export(path, weights)
+            return cls._inference(files, path, tensors, state, path, device, dist_info)
+        path = resolve_checkpoint(path)
         folder = path.parent.parent  # where the run folder is now (it may have moved)
         if training:
             if config is None:
@@ -166,20 +181,34 @@ class Run:
             run.checkpoint = path
             logger.info("resumed from %s (step %d)", path, run.state.step)
             return run
-        if weights not in ("ema", "raw"):
-            raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
         files = load_run_files(folder)
+        tensors, state = load_weights(path, ema=weights == "ema")
+        return cls._inference(files, folder, tensors, state, path, device, dist_info)
+
+    @classmethod
+    def _inference(
+        cls,
+        files: RunFiles,
+        folder: Path,
+        tensors: dict[str, torch.Tensor],
+        state: dict[str, Any],
+        checkpoint: Path,
+        device: torch.device | None,
+        dist_info: Dist | None,
+    ) -> "Run":
+        """The model of ``folder``'s ``files`` with ``tensors`` loaded, in eval mode."""
         files.config = dataclasses.replace(files.config, run_dir=str(folder))
         device = device or pick_device("auto")
         run = cls._assemble(files, dist_info or Dist(), device, training=False)
-        tensors, state = load_weights(path, ema=weights == "ema")
         try:
             run.model.load_state_dict(tensors)
         except RuntimeError as error:
-            raise UserError(f"checkpoint {path} does not fit its run's config ({error})") from None
+            raise UserError(
+                f"checkpoint {checkpoint} does not fit its run's config ({error})"
+            ) from None
         run.state.load_state_dict(state)
         run.model.eval()
-        run.checkpoint = path
+        run.checkpoint = checkpoint
         return run
 
     @classmethod
@@ -268,5 +297,5 @@ class Run:
         return dataclasses.replace(config, steps=max(config.steps, self.tree.depth))
 
     def tokenizer_file(self) -> Path:
-        """The tokenizer the run was trained with (a run folder's own copy)."""
+        """The tokenizer the run was trained with (a run folder's or an export's own copy)."""
         return self.folder / "tokenizer.json"

@@ -41,16 +41,18 @@ def save_run_files(run_dir: Path, files: RunFiles) -> None:
     atomic_write(run_dir / "counts.npy", write_counts)
 
 
-def load_run_files(run_dir: Path) -> RunFiles:
-    """The files a run folder needs for evaluation and sampling, validated."""
+def load_run_files(run_dir: Path, *, config: RunConfig | None = None) -> RunFiles:
+    """The files a run folder needs for evaluation and sampling, validated. ``config``: the
+    run config already read (an exported folder's ``config.json`` wraps it, :mod:`.hub`)."""
     run_dir = Path(run_dir)
-    try:
-        raw = json.loads((run_dir / "config.json").read_text())
-    except FileNotFoundError:
-        raise UserError(f"{run_dir} is not a run folder (no config.json)") from None
-    except json.JSONDecodeError as error:
-        raise UserError(f"{run_dir}/config.json is not valid JSON ({error})") from None
-    config = run_config_from_dict(raw, f"{run_dir}/config.json")
+    if config is None:
+        try:
+            raw = json.loads((run_dir / "config.json").read_text())
+        except FileNotFoundError:
+            raise UserError(f"{run_dir} is not a run folder (no config.json)") from None
+        except json.JSONDecodeError as error:
+            raise UserError(f"{run_dir}/config.json is not valid JSON ({error})") from None
+        config = run_config_from_dict(raw, f"{run_dir}/config.json")
     tokenizer = load_tokenizer(str(run_dir / "tokenizer.json"))
     try:
         tree = load_tree(
@@ -64,4 +66,6 @@ def load_run_files(run_dir: Path) -> RunFiles:
         counts = np.load(run_dir / "counts.npy", allow_pickle=False)
     except (OSError, ValueError) as error:
         raise UserError(f"{run_dir}/counts.npy is missing or corrupt ({error})") from None
+    if not isinstance(counts, np.ndarray) or counts.shape != (tree.vocab_size,):
+        raise UserError(f"{run_dir}/counts.npy does not hold one count per token of the tree")
     return RunFiles(config, tokenizer, tree, counts)

@@ -26,7 +26,8 @@ from tdlm_diffusion import training_loss
 from .checkpoint import latest_checkpoint, save_checkpoint
 from .context import draw_clean_context
 from .errors import UserError
-from .evaluate import Validation, sample_texts, validate
+from .evaluate import Validation, validate
+from .inference import sample_texts
 from .run import Run
 from .runtime import learning_rate
 
