@@ -225,3 +225,7 @@ def test_raw_weights_scored_at_export(trained, tmp_path, capsys):
     raw = Run.from_checkpoint(run_dir, device=CPU, weights="raw").model.state_dict()
     loaded = Run.from_checkpoint(out, device=CPU, weights="raw").model.state_dict()
     assert raw.keys() == loaded.keys() and all(torch.equal(raw[k], loaded[k]) for k in raw)
+    capsys.readouterr()
+    sample = ["--checkpoint", str(out), "--count", "1", "--device", "cpu"]
+    assert sample_main(sample) == 2 and "--raw_weights" in capsys.readouterr().err
+    assert sample_main([*sample, "--raw_weights"]) == 0

@@ -343,7 +343,10 @@ SAMPLE_FLAGS = {
     "context": "what the network sees at given positions: projection (any checkpoint) | clean "
     "(runs trained with --condition.probability > 0; their default)",
 }
-SAMPLE_SWITCHES = {"show_levels": "print each sequence at every level, coarse to fine"}
+SAMPLE_SWITCHES = {
+    "show_levels": "print each sequence at every level, coarse to fine",
+    "raw_weights": "sample with the raw weights instead of the EMA weights",
+}
 _SAMPLE_NUMBERS = {
     "steps": (int, 64),
     "count": (int, 4),
@@ -371,7 +374,7 @@ def sample_main(argv: Sequence[str]) -> int:
             raise UserError("give --prompt or --infill, not both")
         if "infill" in values and "length" in values:
             raise UserError("--infill spells out its own length (its text and <gap:N>s)")
-        run = _trained_run(values, values.get("device", "auto"))
+        run = _trained_run(values, values.get("device", "auto"), raw="raw_weights" in on)
         sampler = run.sampler(
             steps=n["steps"],
             temperature=n["temperature"],

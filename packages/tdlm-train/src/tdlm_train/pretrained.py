@@ -138,7 +138,7 @@ def load_export(
     except (KeyError, TypeError, ValueError) as error:
         raise UserError(f"{where} is not a complete export config ({error!r})") from None
     if held != weights:
-        hint = ' (weights="raw"; apps/eval --raw_weights)' if held == "raw" else ""
+        hint = ' (weights="raw"; --raw_weights in the apps)' if held == "raw" else ""
         raise UserError(f"export {folder} holds the {held} weights, not the {weights} ones{hint}")
     config = run_config_from_dict(run_config, where)
     files = load_run_files(folder, config=config)
