@@ -19,7 +19,6 @@ from tdlm_bench import (
     run_memory,
     run_quality,
     run_throughput,
-    throughput,
 )
 from tdlm_bench.cli import bench_main
 from tdlm_bench.contenders import synthetic_tokens
@@ -78,7 +77,7 @@ def test_memory_workers_run_side_by_side_in_model_order(monkeypatch):
     """The CUDA sweep's concurrent workers (here on the CPU): one result per model, in order."""
     monkeypatch.setitem(memory.SCALES, SMALL.name, SMALL)
     options = MemoryOptions(scales=(SMALL.name,), batches=(1,))
-    rows = memory._workers(MODELS, SMALL.name, 1, True, options, at_once=len(MODELS))
+    rows = memory._workers(MODELS, SMALL, 1, True, options, at_once=len(MODELS))
     assert [r["model"] for r in rows] == list(MODELS)
     assert all(r["checkpointed"] and r["peak_bytes"] > 0 for r in rows)
 
@@ -103,7 +102,7 @@ def test_analytic_checkpointing_and_sharding_shrink_their_terms_only():
 
 
 def test_throughput_bench(tmp_path, monkeypatch):
-    monkeypatch.setitem(throughput.SCALES, SMALL.name, SMALL)
+    monkeypatch.setitem(contenders.SCALES, SMALL.name, SMALL)
     options = ThroughputOptions(
         scale=SMALL.name,
         batch=2,
@@ -115,7 +114,7 @@ def test_throughput_bench(tmp_path, monkeypatch):
         out_dir=tmp_path,
     )
     figures = run_throughput(options, log=lambda _: None)
-    models = figures["models"]
+    models = figures["runs"][0]["models"]
     assert set(models) == set(MODELS) and models["mdlm"]["train_ratio_to_mdlm"] == 1.0
     for m in models.values():
         assert m["train_tokens_per_s"]["min"] <= m["train_tokens_per_s"]["median"] > 0
@@ -196,6 +195,9 @@ def test_quality_bench(tmp_path, corpus, cache):
         (["memory", "--batches", "one"], "--batches"),
         (["throughput", "--model.kind", "mdlm"], "unknown options"),
         (["memory", "--scales", "huge"], "unknown"),
+        (["memory", "--vocab-sizes", "32k"], "--vocab-sizes"),
+        (["throughput", "--vocab-sizes", "1"], "at least 2"),
+        (["vocab", "--scale", "huge"], "unknown"),
     ],
 )
 def test_bench_app_errors(argv, message, capsys):

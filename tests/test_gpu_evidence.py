@@ -31,7 +31,7 @@ def test_dry_run_passes_every_check_and_writes_every_table(tmp_path):
         (m, c) for m in ("mdlm", "mdlm-chunked", "tdlm") for c in (False, True)
     }
     for key in ("throughput", "throughput_compiled"):
-        assert evidence[key]["models"]["tdlm"]["train_tokens_per_s"]["median"] > 0
+        assert evidence[key]["runs"][0]["models"]["tdlm"]["train_tokens_per_s"]["median"] > 0
     text = (tmp_path / "evidence.md").read_text()
     for heading in ("## Correctness", "## Memory", "## Throughput, eager", "torch.compile"):
         assert heading in text

@@ -1,8 +1,9 @@
-"""Compare TDLM with MDLM at one parameter budget: ``uv run apps/bench memory|throughput|quality``.
+"""Compare TDLM with MDLM at one parameter budget: ``uv run apps/bench BENCH``, four benches.
 
 ``memory``: peak training-step memory (MDLM, chunked-CE MDLM, TDLM; fresh process each) with an
 analytic estimate beside it; ``throughput``: training and sampling tokens/s, interleaved, with
-MFU; ``quality``: both trained on the embedded corpus at equal tokens and equal wall-clock.
+MFU; ``quality``: both trained on the embedded corpus at equal tokens and equal wall-clock;
+``vocab``: memory and training speed against the vocabulary size N (32K to 256K), one report.
 ``uv run apps/bench BENCH --help`` lists a bench's flags. Results: docs/benchmarks.md.
 """
 

@@ -7,6 +7,11 @@ summed, and the backward pass recomputes them (one extra head matmul) and turns 
 chunk's gradient before the next chunk. This is the strong baseline TDLM's memory claim must also
 beat; loss and gradients equal the plain computation up to summation order.
 
+The chunk is 128 positions up to GPT-2's vocabulary and shrinks beyond it
+(:func:`chunk_positions`), so that a chunk never holds more logits than 128 positions of
+50,258 do: with a fixed 128 positions the chunk would grow with N (9 GiB at N = 256,000 and
+16 x 1024 tokens in bf16) and the baseline would stop being memory-lean.
+
 It lives with the benches, not in a library: it exists to be compared against (ARCHITECTURE.md),
 and the network package knows no loss. It reaches the network through its public parts only
 (``TreeDiT.hidden``, ``.head``, ``.autocast``).
@@ -21,7 +26,21 @@ from torch.utils.checkpoint import checkpoint
 
 from tdlm_nn import TreeDiT
 
-__all__ = ["chunked_cross_entropy", "chunked_loss", "weighted_cross_entropy"]
+__all__ = [
+    "LOGITS_PER_CHUNK",
+    "chunk_positions",
+    "chunked_cross_entropy",
+    "chunked_loss",
+    "weighted_cross_entropy",
+]
+
+LOGITS_PER_CHUNK = 128 * 50_258  # per sequence: 128 positions of GPT-2's vocabulary + [MASK]
+
+
+def chunk_positions(vocab_size: int) -> int:
+    """Positions per chunk: 128, fewer where N > 50,258 (at most ``LOGITS_PER_CHUNK`` logits
+    per sequence; N = 128,256: 50 positions, N = 256,000: 25)."""
+    return max(1, min(128, LOGITS_PER_CHUNK // vocab_size))
 
 
 def weighted_cross_entropy(
@@ -84,7 +103,7 @@ def chunked_loss(
     weights: Float[Tensor, "b l"],
     s: Float[Tensor, " b"] | None = None,
     *,
-    chunk_size: int = 128,
+    chunk_size: int | None = None,
 ) -> Float[Tensor, ""]:
     """``sum_{i,l} weights[i,l] * CE(logits[i,l], targets[i,l])`` of a flat-tree ``model``
     without its full logits.
@@ -93,13 +112,16 @@ def chunked_loss(
     over ``model(nodes, level, s)``'s logits, but logits exist for ``chunk_size`` positions at a
     time, in the forward pass and again in the backward pass. ``targets`` are token ids (valid
     everywhere: put 0 where the weight is 0); the weights carry the diffusion loss's masking and
-    ``w(t)``; normalising is the caller's.
+    ``w(t)``; normalising is the caller's. ``chunk_size`` defaults to
+    :func:`chunk_positions` of the model's vocabulary.
     """
     if not model.shape.is_flat:
         raise ValueError(
             "chunked_loss is the flat tree's (MDLM's) full-vocabulary loss; a tree head's "
             "logits are small and its invalid slots need the diffusion process's mask"
         )
+    if chunk_size is None:
+        chunk_size = chunk_positions(model.shape.vocab_size)
     hidden = model.hidden(nodes, level, s)
     with model.autocast(nodes.device):
         return chunked_cross_entropy(model.head, hidden, level, targets, weights, chunk_size)

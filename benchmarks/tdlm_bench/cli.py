@@ -1,9 +1,9 @@
-"""``apps/bench memory|throughput|quality [options]``: argument parsing for the three benches.
+"""``apps/bench memory|throughput|quality|vocab [options]``: argument parsing for the benches.
 
-Flags map one to one onto :class:`MemoryOptions`, :class:`ThroughputOptions` and
-:class:`QualityOptions` (their comments are the help lines); ``quality`` also takes the training
-run's ``--section.key value`` overrides. Lists are comma-separated. Outputs go to ``--out``
-(default ``runs/bench/<bench>-<date>``).
+Flags map one to one onto :class:`MemoryOptions`, :class:`ThroughputOptions`,
+:class:`QualityOptions` and :class:`VocabSweepOptions` (their comments are the help lines);
+``quality`` also takes the training run's ``--section.key value`` overrides. Lists are
+comma-separated. Outputs go to ``--out`` (default ``runs/bench/<bench>-<date>``).
 """
 
 import dataclasses
@@ -18,11 +18,13 @@ from .report import default_out_dir
 
 __all__ = ["bench_main"]
 
-USAGE = "usage: apps/bench memory|throughput|quality [--flag value ...] (--help per bench)"
+USAGE = "usage: apps/bench memory|throughput|quality|vocab [--flag value ...] (--help per bench)"
 
 FLAGS = {
     "memory": {
-        "scales": "comma-separated: paper (width 768, L 1024, N 50,258) and/or tiny [paper,tiny]",
+        "scales": "comma-separated: paper (width 768, L 1024, N 50,258) and/or tiny "
+        "[paper,tiny; with --vocab-sizes, paper]",
+        "vocab_sizes": "comma-separated N: measure the scales at these vocabularies instead",
         "batches": "comma-separated batch sizes [CPU 1,2,4; CUDA doubling until out of memory]",
         "checkpointing": "activation checkpointing, comma-separated: off and/or all [off,all]",
         "device": "cpu | cuda [cpu]",
@@ -30,16 +32,26 @@ FLAGS = {
         "out": "output folder [runs/bench/memory-<date>]",
     },
     "throughput": {
-        "scale": "tiny | paper [tiny]",
+        "scale": "tiny | paper [tiny; with --vocab-sizes, paper]",
+        "vocab_sizes": "comma-separated N: run the scale at each of these vocabularies instead",
         "batch": "training batch (sequences) [16]",
         "rounds": "interleaved rounds [5]",
         "train_steps": "timed training steps per model per round [3]",
-        "sample_steps": "sampler steps per sampling run, every model [64]",
+        "sample_steps": "sampler steps per sampling run, every model; 0: no sampling [64]",
         "sample_batch": "sequences per sampling run [4]",
         "matmul_size": "n of the n x n reference matmul (CPU fp32, CUDA bf16) [2048]",
         "device": "cpu | cuda [cpu]",
         "compile": "torch.compile every backbone: true | false [false]",
         "out": "output folder [runs/bench/throughput-<date>]",
+    },
+    "vocab": {
+        "scale": "the scale swept at each N [paper]",
+        "vocab_sizes": "comma-separated N [32768,50258,128256,256000]",
+        "batches": "memory: comma-separated batches, skipped where they do not fit [1,2]",
+        "rounds": "throughput: rounds per model at batch 1 [3]",
+        "train_steps": "throughput: timed training steps per model per round [1]",
+        "device": "cpu | cuda [cpu]",
+        "out": "output folder; finished parts in it are reused [runs/bench/vocab-<date>]",
     },
     "quality": {
         "minutes": "MDLM's training minutes; TDLM gets its tokens, then its time [8]",
@@ -60,6 +72,7 @@ FLAGS = {
 
 _LISTS = {
     "scales",
+    "vocab_sizes",
     "batches",
     "checkpointing",
     "trees",
@@ -69,7 +82,7 @@ _LISTS = {
     "level_weights",
     "seeds",
 }
-_INT_LISTS = {"batches", "branchings", "leaf_cluster_sizes", "seeds"}
+_INT_LISTS = {"batches", "vocab_sizes", "branchings", "leaf_cluster_sizes", "seeds"}
 
 
 def _convert(name: str, text: str, kind: type):
@@ -90,10 +103,14 @@ def _options(bench: str, argv: Sequence[str]):
     from .memory import MemoryOptions
     from .quality import QualityOptions
     from .throughput import ThroughputOptions
+    from .vocab_sweep import VocabSweepOptions
 
-    cls = {"memory": MemoryOptions, "throughput": ThroughputOptions, "quality": QualityOptions}[
-        bench
-    ]
+    cls = {
+        "memory": MemoryOptions,
+        "throughput": ThroughputOptions,
+        "quality": QualityOptions,
+        "vocab": VocabSweepOptions,
+    }[bench]
     values, _, overrides = parse_options(argv, set(FLAGS[bench]), set())
     if overrides and bench != "quality":
         raise UserError(f"unknown options {sorted(overrides)} for apps/bench {bench} (--help)")
@@ -128,6 +145,8 @@ def bench_main(argv: Sequence[str]) -> int:
             from .memory import run_memory as run
         elif bench == "throughput":
             from .throughput import run_throughput as run
+        elif bench == "vocab":
+            from .vocab_sweep import run_vocab_sweep as run
         else:
             from .quality import run_quality as run
         run(options)

@@ -4,15 +4,29 @@
   diffusion loss on them (tdlm-diffusion's ``training_loss``; on the flat tree it is MDLM's
   loss, invariant I1 of METHOD.md §5).
 * ``mdlm-chunked`` — the same network and loss through :func:`.chunked.chunked_loss`: logits for
-  128 positions at a time, recomputed in the backward pass. The memory-lean baseline the paper
-  does not compare against.
+  128 positions at a time (fewer beyond N = 50,258), recomputed in the backward pass. The
+  memory-lean baseline the paper does not compare against.
 * ``tdlm`` — a K-ary vocabulary tree and the same preset deepened to MDLM's parameter budget
   (``tdlm_nn.match_budget``).
+
+The budget is MDLM's total parameter count: its input embedding (N + 1 rows: the N leaves and
+the root, MDLM's ``[MASK]`` state), its blocks, its full-vocabulary head (``D x N`` + N biases,
+untied from the embedding as in MDLM) and the conditioning. TDLM keeps the same width and
+preset, pays for its own embedding (the leaves, every internal node and the root) and its
+K-wide heads, and spends the rest on blocks, the last fraction of a block as a wider MLP.
+Whatever MDLM's head costs, TDLM gets as depth: at the paper's width and N = 256,000 the head
+(197M) outweighs MDLM's 12 blocks (92M), and TDLM has 37 blocks.
+
+``N`` (``Scale.vocab_size``) counts the leaves, which is MDLM's head width: the paper scale's
+50,258 is GPT-2's 50,257 tokens + MDLM's ``[MASK]`` column; ``--vocab-sizes`` takes other N
+as given (:meth:`Scale.at_vocab`).
 
 Memory and speed do not depend on which tokens share a parent, so the benches use a seeded
 random tree and synthetic tokens; the quality bench trains on real text instead.
 """
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +45,7 @@ __all__ = [
     "SCALES",
     "Scale",
     "Contender",
+    "bench_scales",
     "build_contender",
     "contender_config",
     "synthetic_tokens",
@@ -49,6 +64,10 @@ class Scale:
     seq_len: int
     branching: int = 64
 
+    def at_vocab(self, vocab_size: int) -> "Scale":
+        """This scale with another vocabulary (N leaves; everything else kept)."""
+        return dataclasses.replace(self, vocab_size=vocab_size)
+
 
 SCALES = {
     # The paper's: MDLM-small (width 768, 12 heads, 12 blocks), GPT-2's vocabulary + [MASK].
@@ -56,6 +75,21 @@ SCALES = {
     # The out-of-the-box CPU run's: tiny preset, the 4,096-token BPE of apps/train.
     "tiny": Scale(name="tiny", preset="tiny", vocab_size=4096, seq_len=128),
 }
+
+
+def bench_scales(names: Sequence[str], vocab_sizes: Sequence[int] = ()) -> list[Scale]:
+    """The scales called ``names``, each at every N of ``vocab_sizes`` (none: at its own N)."""
+    unknown = sorted(set(names) - set(SCALES))
+    if unknown:
+        raise ValueError(f"unknown scales {unknown}; choose from {sorted(SCALES)}")
+    small = [n for n in vocab_sizes if n < 2]
+    if small:
+        raise ValueError(f"vocabulary sizes must be at least 2, got {small}")
+    return [
+        SCALES[name].at_vocab(n) if vocab_sizes else SCALES[name]
+        for name in names
+        for n in vocab_sizes or (None,)
+    ]
 
 
 def _tree(model: str, scale: Scale) -> VocabTree:

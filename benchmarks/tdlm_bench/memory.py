@@ -17,8 +17,9 @@ E = T x k logits (k = N for MDLM, the widest tree level for TDLM):
   token: gradients of the residual stream and of one MLP hidden) and the embedding/final norm;
 * the head's logits at the start of the backward pass: the logits, softmax, the gather's
   gradient and their sum, fp32: ``16 E``; under autocast the bf16 logits, their fp32 copy and
-  three fp32 working tensors: ``2 + 4 + 12 = 18 E``; the chunked loss holds only one
-  ``batch x 128``-position chunk's logits: ``E = batch x 128 x N``;
+  three fp32 working tensors: ``2 + 4 + 12 = 18 E``; the chunked loss holds only one chunk's
+  logits: ``E = batch x c x N`` with ``c`` = :func:`.chunked.chunk_positions` (128 up to
+  N = 50,258, fewer beyond);
 * the optimizer step's peak ``16 P + 4 P`` (a foreach temporary per parameter), when larger.
 
 With activation checkpointing on every block (``--checkpointing all``) a block saves only its
@@ -28,6 +29,11 @@ activations become ``T x (n x 4 D + per-block set + working set)``.
 Under FSDP over ``w`` GPUs (``--parallel fsdp``) each GPU holds ``16 P / w`` of the states plus
 the unsharded working set of the blocks in flight: two blocks' bf16 parameters and fp32
 gradients before their reduce-scatter, ``2 x 6 P_block``. Activations are per GPU and unchanged.
+
+``--vocab-sizes`` measures the scales at those N instead of their own (issue 15); the paper
+regime's estimate is then given at every N. On the CPU a cell whose fp32 estimate (plus 1 GiB
+for the interpreter and libraries) exceeds the memory available when it would start is skipped
+and says so: the host has no out-of-memory error to catch, only the kernel's OOM killer.
 """
 
 import dataclasses
@@ -40,21 +46,23 @@ from pathlib import Path
 
 import torch
 
-from tdlm_nn import param_breakdown
+from tdlm_nn import DiTConfig, param_breakdown
 from tdlm_train.errors import UserError
 
-from .contenders import MODELS, SCALES, Scale, contender_config
+from .chunked import chunk_positions
+from .contenders import MODELS, SCALES, Scale, bench_scales, contender_config
 from .report import environment, markdown_table, mib, pyplot, write_report
 
-__all__ = ["MemoryOptions", "analytic_peak", "run_memory"]
+__all__ = ["MemoryOptions", "analytic_peak", "memory_scales", "paper_regime", "run_memory"]
 
-_CHUNK = 128  # chunked_loss's default chunk (positions of the sequence)
+HOST_BASELINE = 2**30  # CPU: interpreter, libraries and allocator slack beside the estimate
 _HOME = Path(__file__).resolve().parents[1]  # benchmarks/, the folder holding tdlm_bench
 
 
 @dataclass(frozen=True, kw_only=True)
 class MemoryOptions:
-    scales: tuple[str, ...] = ("paper", "tiny")
+    scales: tuple[str, ...] = ()  # empty: paper and tiny; with vocab_sizes, paper
+    vocab_sizes: tuple[int, ...] = ()  # measure the scales at these N instead of their own
     batches: tuple[int, ...] = ()  # empty: CPU 1, 2, 4; CUDA doubling until out of memory
     checkpointing: tuple[str, ...] = ("off", "all")  # activation checkpointing: off | all blocks
     device: str = "cpu"
@@ -69,12 +77,15 @@ def analytic_peak(
     precision: str,
     checkpointed: bool = False,
     world_size: int = 1,
+    *,
+    config: DiTConfig | None = None,
 ) -> dict[str, int]:
     """The peak bytes of one training step by the count in the module doc, and its parts.
 
-    ``world_size`` > 1: per GPU under FSDP sharding over that many GPUs.
+    ``world_size`` > 1: per GPU under FSDP sharding over that many GPUs. ``config`` replaces
+    ``model``'s network at ``scale`` (e.g. TDLM at another depth).
     """
-    config = contender_config(model, scale)
+    config = contender_config(model, scale) if config is None else config
     params = param_breakdown(config).total
     d, n = config.width, config.n_blocks
     tokens = batch * scale.seq_len
@@ -82,7 +93,8 @@ def analytic_peak(
     saved = n * 4 * d + per_block if checkpointed else n * per_block
     activations = tokens * (saved + (10 + 4) * d * 4)
     width = config.shape.num_slots
-    positions = batch * min(_CHUNK, scale.seq_len) if model == "mdlm-chunked" else tokens
+    chunk = min(chunk_positions(scale.vocab_size), scale.seq_len)
+    positions = batch * chunk if model == "mdlm-chunked" else tokens
     per_logit = {"fp32": 16, "bf16": 18}[precision]
     head = positions * width * per_logit
     if world_size > 1:
@@ -100,28 +112,62 @@ def analytic_peak(
         "head": head,
         "total": total,
         "parameters": params,
+        "n_blocks": n,
     }
 
 
+def available_bytes() -> int:
+    """The host memory available now (``MemAvailable`` of ``/proc/meminfo``)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("/proc/meminfo has no MemAvailable")
+
+
 def _measure(
-    models: tuple[str, ...], scale: str, batch: int, checkpointed: bool, options: MemoryOptions
+    models: tuple[str, ...], scale: Scale, batch: int, checkpointed: bool, options: MemoryOptions
 ) -> list[dict]:
     """One fresh worker process per model. On CUDA the models' workers run at once (each
     process's ``max_memory_allocated`` counts its own tensors only), and one that ran out of
     memory beside the others is measured again alone; on the CPU one at a time (the host's
-    memory is the measure there)."""
-    at_once = len(models) if options.device.startswith("cuda") else 1
-    results = _workers(models, scale, batch, checkpointed, options, at_once)
-    if at_once > 1:
-        for i, result in enumerate(results):
-            if result.get("out_of_memory"):
-                results[i] = _workers((models[i],), scale, batch, checkpointed, options, 1)[0]
+    memory is the measure there), each only if its estimate fits (module doc)."""
+    if not options.device.startswith("cuda"):
+        return [
+            _workers((model,), scale, batch, checkpointed, options, 1)[0]
+            if (need := _cpu_need(model, scale, batch, checkpointed)) <= available_bytes()
+            else _skipped(model, scale, batch, checkpointed, need)
+            for model in models
+        ]
+    results = _workers(models, scale, batch, checkpointed, options, len(models))
+    for i, result in enumerate(results):
+        if result.get("out_of_memory"):
+            results[i] = _workers((models[i],), scale, batch, checkpointed, options, 1)[0]
     return results
+
+
+def _cpu_need(model: str, scale: Scale, batch: int, checkpointed: bool) -> int:
+    return analytic_peak(model, scale, batch, "fp32", checkpointed)["total"] + HOST_BASELINE
+
+
+def _skipped(model: str, scale: Scale, batch: int, checkpointed: bool, need: int) -> dict:
+    estimate = analytic_peak(model, scale, batch, "fp32", checkpointed)
+    return {
+        "model": model,
+        "scale": scale.name,
+        "vocab_size": scale.vocab_size,
+        "batch": batch,
+        "checkpointed": checkpointed,
+        "parameters": estimate["parameters"],
+        "n_blocks": estimate["n_blocks"],
+        "peak_bytes": None,
+        "skipped": f"needs about {need / 2**30:.1f} GiB, "
+        f"{available_bytes() / 2**30:.1f} GiB available",
+    }
 
 
 def _workers(
     models: tuple[str, ...],
-    scale: str,
+    scale: Scale,
     batch: int,
     checkpointed: bool,
     options: MemoryOptions,
@@ -141,7 +187,7 @@ def _workers(
         for model in models[first : first + at_once]:
             args = {
                 "model": model,
-                "scale": dataclasses.asdict(SCALES[scale]),
+                "scale": dataclasses.asdict(scale),
                 "batch": batch,
                 "device": options.device,
                 "dropout": options.dropout,
@@ -166,48 +212,69 @@ def _batches(options: MemoryOptions) -> list[int]:
     return [1, 2, 4]
 
 
+def memory_scales(options: MemoryOptions) -> list[Scale]:
+    """The scales ``options`` measures (``--scales`` at ``--vocab-sizes``)."""
+    names = options.scales or (("paper",) if options.vocab_sizes else ("paper", "tiny"))
+    try:
+        return bench_scales(names, options.vocab_sizes)
+    except ValueError as error:
+        raise UserError(f"--scales/--vocab-sizes: {error}") from None
+
+
+def paper_regime(scale: Scale) -> list[dict]:
+    """The analytic estimate in the paper's regime (bf16 autocast, 16 x 1024 tokens per GPU) at
+    ``scale``'s vocabulary, per model, with and without checkpointing, on 1 and 8 GPUs (FSDP)."""
+    return [
+        {"model": model, "vocab_size": scale.vocab_size, "checkpointing": mode, "gpus": gpus}
+        | analytic_peak(model, scale, 16, "bf16", mode == "all", gpus)
+        for gpus in (1, 8)
+        for mode in ("off", "all")
+        for model in MODELS
+    ]
+
+
+def _label(scale_name: str, vocab_size: int) -> str:
+    return f"{scale_name} N={vocab_size:,}"
+
+
 def run_memory(options: MemoryOptions, log=print) -> dict:
     """Sweep scales x batches x models; write memory.json/.md/.png; return the figures."""
-    unknown = set(options.scales) - set(SCALES)
-    if unknown:
-        raise UserError(f"--scales: unknown {sorted(unknown)}; choose from {sorted(SCALES)}")
+    scales = memory_scales(options)
     modes = set(options.checkpointing)
     if not modes or modes - {"off", "all"}:
         raise UserError(f"--checkpointing takes off and/or all, got {options.checkpointing}")
     device = torch.device(options.device)
     precision = "bf16" if device.type == "cuda" else "fp32"
     rows = []
-    for scale in options.scales:
+    for scale in scales:
         for mode in options.checkpointing:
             checkpointed = mode == "all"
             for batch in _batches(options):
                 out = _measure(MODELS, scale, batch, checkpointed, options)
                 for model, result in zip(MODELS, out, strict=True):
-                    result["analytic"] = analytic_peak(
-                        model, SCALES[scale], batch, precision, checkpointed
-                    )
+                    result["vocab_size"] = scale.vocab_size
+                    result["analytic"] = analytic_peak(model, scale, batch, precision, checkpointed)
                     log(
-                        f"{scale} {model} batch {batch} checkpointing {mode}: "
+                        f"{_label(scale.name, scale.vocab_size)} {model} batch {batch} "
+                        f"checkpointing {mode}: "
                         + (
                             "out of memory"
                             if result.get("out_of_memory")
+                            else f"skipped ({result['skipped']})"
+                            if result.get("skipped")
                             else f"{mib(result['peak_bytes'])} MiB measured, "
                             f"{mib(result['analytic']['total'])} MiB analytic"
                         )
                     )
                 rows += out
-                if any(r.get("out_of_memory") for r in out):
+                if any(r.get("out_of_memory") or r.get("skipped") for r in out):
                     break
-    regime = [
-        {"model": model, "checkpointing": mode, "gpus": gpus}
-        | analytic_peak(model, SCALES["paper"], 16, "bf16", mode == "all", gpus)
-        for gpus in (1, 8)
-        for mode in ("off", "all")
-        for model in MODELS
-    ]
+    paper = SCALES["paper"]
+    regime_scales = [s for s in scales if s.preset == paper.preset] or [paper]
+    regime = [row for scale in regime_scales for row in paper_regime(scale)]
     curve = {
         precision_: {
-            str(b): {m: analytic_peak(m, SCALES["paper"], b, precision_)["total"] for m in MODELS}
+            str(b): {m: analytic_peak(m, paper, b, precision_)["total"] for m in MODELS}
             for b in (1, 2, 4, 8, 16, 32, 64)
         }
         for precision_ in ("fp32", "bf16")
@@ -231,26 +298,32 @@ def _ratio(a: int | float | None, b: int | float | None) -> str:
     return f"{a / b:.2f}" if a and b else "—"
 
 
+def _cell(row: dict) -> str:
+    if row.get("peak_bytes"):
+        return f"{mib(row['peak_bytes'])} ({mib(row['analytic']['total'])})"
+    return "skipped" if row.get("skipped") else "OOM"
+
+
 def memory_markdown(figures: dict) -> str:
     """The measured table (with the analytic column and ratios) and the paper-regime estimate."""
     rows = figures["measurements"]
     table = []
-    keyed = {(r["scale"], r["checkpointed"], r["batch"], r["model"]): r for r in rows}
-    for scale, checkpointed, batch in dict.fromkeys(
-        (r["scale"], r["checkpointed"], r["batch"]) for r in rows
+    keyed = {
+        (r["scale"], r["vocab_size"], r["checkpointed"], r["batch"], r["model"]): r for r in rows
+    }
+    for scale, vocab, checkpointed, batch in dict.fromkeys(
+        (r["scale"], r["vocab_size"], r["checkpointed"], r["batch"]) for r in rows
     ):
-        cells = [keyed[(scale, checkpointed, batch, m)] for m in MODELS]
+        cells = [keyed[(scale, vocab, checkpointed, batch, m)] for m in MODELS]
         peaks = [c.get("peak_bytes") for c in cells]
         table.append(
-            [scale, "all blocks" if checkpointed else "off", batch]
-            + [
-                f"{mib(p)} ({mib(c['analytic']['total'])})" if p else "OOM"
-                for p, c in zip(peaks, cells, strict=True)
-            ]
+            [scale, f"{vocab:,}", "all blocks" if checkpointed else "off", batch]
+            + [_cell(c) for c in cells]
             + [_ratio(peaks[2], peaks[0]), _ratio(peaks[2], peaks[1])]
         )
     header = [
         "scale",
+        "N",
         "activation checkpointing",
         "batch",
         "MDLM MiB (analytic)",
@@ -260,37 +333,60 @@ def memory_markdown(figures: dict) -> str:
         "TDLM / chunked",
     ]
     regime = figures["paper_regime_analytic"]
-    faithful = {(r["checkpointing"], r["gpus"]): r["total"] for r in regime if r["model"] == "mdlm"}
+    faithful = {
+        (r["vocab_size"], r["checkpointing"], r["gpus"]): r["total"]
+        for r in regime
+        if r["model"] == "mdlm"
+    }
     regime_rows = [
         [
+            f"{r['vocab_size']:,}",
             r["model"],
             r["checkpointing"],
             "1" if r["gpus"] == 1 else f"{r['gpus']} (FSDP)",
             f"{r['parameters']:,}",
+            r["n_blocks"],
             mib(r["states"]),
             mib(r["activations"]),
             mib(r["head"]),
             mib(r["total"]),
-            _ratio(r["total"], faithful[(r["checkpointing"], r["gpus"])]),
+            _ratio(r["total"], faithful[(r["vocab_size"], r["checkpointing"], r["gpus"])]),
         ]
         for r in regime
     ]
+    skipped = [r for r in rows if r.get("skipped")]
     env = figures["environment"]
+    measured = next((r for r in rows if r.get("method")), {})
     return "\n\n".join(
         [
             f"Peak memory of one training step ({figures['precision']}, "
-            f"{rows[0]['method'] if rows else ''}; analytic estimate in brackets), "
+            f"{measured.get('method', '')}; analytic estimate in brackets), "
             f"{env['device']} {env['device_name']}, torch {env['torch']}, "
             f"{env['date']}, commit {env['git_commit']}.",
             markdown_table(header, table),
+            *(
+                [
+                    "Skipped (would not fit in the host's memory): "
+                    + "; ".join(
+                        f"{_label(r['scale'], r['vocab_size'])} {r['model']} batch {r['batch']}: "
+                        f"{r['skipped']}"
+                        for r in skipped
+                    )
+                    + "."
+                ]
+                if skipped
+                else []
+            ),
             "Analytic estimate in the paper's regime (bf16 autocast, 16 x 1024 tokens per GPU, "
             "paper scale), per GPU; / MDLM is to faithful MDLM in the same setting:",
             markdown_table(
                 [
+                    "N",
                     "model",
                     "activation checkpointing",
                     "GPUs",
                     "parameters",
+                    "blocks",
                     "states MiB",
                     "activations MiB",
                     "head MiB",
@@ -305,15 +401,12 @@ def memory_markdown(figures: dict) -> str:
 
 def _plot(rows: list[dict], curve: dict, path: Path) -> None:
     plt = pyplot()
-    scales = list(dict.fromkeys(r["scale"] for r in rows))
+    scales = list(dict.fromkeys((r["scale"], r["vocab_size"]) for r in rows))
     fig, axes = plt.subplots(1, len(scales) + 1, figsize=(5 * (len(scales) + 1), 4))
     for ax, scale in zip(axes, scales, strict=False):
+        here = [r for r in rows if (r["scale"], r["vocab_size"]) == scale]
         for model in MODELS:
-            mine = [
-                r
-                for r in rows
-                if r["scale"] == scale and r["model"] == model and not r["checkpointed"]
-            ]
+            mine = [r for r in here if r["model"] == model and not r["checkpointed"]]
             got = [r for r in mine if r.get("peak_bytes")]
             line = ax.plot(
                 [r["batch"] for r in got],
@@ -322,12 +415,7 @@ def _plot(rows: list[dict], curve: dict, path: Path) -> None:
                 label=f"{model} measured",
             )[0]
             recomputed = [
-                r
-                for r in rows
-                if r["scale"] == scale
-                and r["model"] == model
-                and r["checkpointed"]
-                and r.get("peak_bytes")
+                r for r in here if r["model"] == model and r["checkpointed"] and r.get("peak_bytes")
             ]
             ax.plot(
                 [r["batch"] for r in recomputed],
@@ -343,7 +431,7 @@ def _plot(rows: list[dict], curve: dict, path: Path) -> None:
                 color=line.get_color(),
                 label=f"{model} analytic",
             )
-        ax.set(xlabel="batch (sequences)", ylabel="peak GiB", title=f"{scale} scale, measured")
+        ax.set(xlabel="batch (sequences)", ylabel="peak GiB", title=f"{_label(*scale)}, measured")
         ax.legend(fontsize=7)
     ax = axes[-1]
     for precision, style in (("fp32", "-"), ("bf16", "--")):

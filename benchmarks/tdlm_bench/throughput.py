@@ -17,8 +17,16 @@ over its levels), ``batch x length`` tokens per run.
 
 ``--compile true`` runs every model's backbone through ``torch.compile`` (the warm-up steps and
 sampling runs, untimed, pay for compiling both the training and the sampling graphs).
+``--sample-steps 0`` times training only.
+
+``--vocab-sizes`` runs the scale at each of those N in turn (issue 15). On the CPU, where the
+three models (weights, gradients and AdamW states: 16 bytes per parameter each) and one step's
+working set would not fit in the memory available together (by :func:`.memory.analytic_peak`:
+at N = 256,000 the three hold 22 GiB of states), the models run one after the other instead,
+each its own rounds, with the reference matmul timed in each round; the report says which.
 """
 
+import gc
 import statistics
 import time
 from dataclasses import dataclass
@@ -30,20 +38,22 @@ from tdlm_diffusion import SamplerConfig, ancestral_sample
 from tdlm_nn import DiTConfig
 from tdlm_train.errors import UserError
 
-from .contenders import MODELS, SCALES, Contender, build_contender, synthetic_tokens
+from .contenders import MODELS, Contender, Scale, bench_scales, build_contender, synthetic_tokens
+from .memory import HOST_BASELINE, analytic_peak, available_bytes
 from .report import environment, markdown_table, write_report
 from .timing import timed
 
-__all__ = ["ThroughputOptions", "run_throughput", "step_flops"]
+__all__ = ["ThroughputOptions", "run_throughput", "step_flops", "throughput_scales"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class ThroughputOptions:
-    scale: str = "tiny"
+    scale: str = ""  # empty: tiny; with vocab_sizes, paper
+    vocab_sizes: tuple[int, ...] = ()  # run the scale at each of these N instead of its own
     batch: int = 16
     rounds: int = 5
     train_steps: int = 3  # timed training steps per model per round
-    sample_steps: int = 64  # sampler steps per sampling run (every model)
+    sample_steps: int = 64  # sampler steps per sampling run (every model); 0: no sampling
     sample_batch: int = 4
     matmul_size: int = 2048
     device: str = "cpu"
@@ -62,17 +72,46 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def throughput_scales(options: ThroughputOptions) -> list[Scale]:
+    """The scales ``options`` runs (``--scale`` at each of ``--vocab-sizes``)."""
+    name = options.scale or ("paper" if options.vocab_sizes else "tiny")
+    try:
+        return bench_scales((name,), options.vocab_sizes)
+    except ValueError as error:
+        raise UserError(f"--scale/--vocab-sizes: {error}") from None
+
+
+def _together(scale: Scale, options: ThroughputOptions, device: torch.device) -> bool:
+    """Whether the three models fit in memory at once (always assumed on CUDA, as before)."""
+    if device.type == "cuda":
+        return True
+    peaks = [analytic_peak(m, scale, options.batch, "fp32") for m in MODELS]
+    states = sum(p["states"] for p in peaks)
+    working = max(p["total"] - p["states"] for p in peaks)
+    return states + working + HOST_BASELINE <= available_bytes()
+
+
 def run_throughput(options: ThroughputOptions, log=print) -> dict:
-    """Interleaved rounds; writes throughput.json/.md; returns the figures."""
-    if options.scale not in SCALES:
-        raise UserError(f"--scale must be one of {sorted(SCALES)}, got {options.scale!r}")
-    if min(options.rounds, options.train_steps, options.batch, options.sample_steps) < 1:
-        raise UserError("--rounds, --train-steps, --batch and --sample-steps must be >= 1")
+    """Interleaved rounds per scale; writes throughput.json/.md; returns the figures."""
+    scales = throughput_scales(options)
+    if min(options.rounds, options.train_steps, options.batch) < 1 or options.sample_steps < 0:
+        raise UserError("--rounds, --train-steps and --batch must be >= 1 and --sample-steps >= 0")
     device = torch.device(options.device)
-    scale = SCALES[options.scale]
-    contenders = {m: build_contender(m, scale, device) for m in MODELS}
+    runs = [_run_scale(scale, options, device, log) for scale in scales]
+    figures = {
+        "bench": "throughput",
+        "environment": environment(device),
+        "options": {k: str(v) for k, v in vars(options).items()},
+        "runs": runs,
+    }
+    write_report(options.out_dir, "throughput", figures, throughput_markdown(figures))
+    return figures
+
+
+def _run_scale(scale: Scale, options: ThroughputOptions, device: torch.device, log) -> dict:
+    """Every model's rounds at one scale: interleaved, or one model after the other."""
     x = synthetic_tokens(scale, options.batch, device)
-    sampler = SamplerConfig(steps=options.sample_steps)
+    sampler = SamplerConfig(steps=max(options.sample_steps, 1))
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     a = torch.randn(options.matmul_size, options.matmul_size, device=device, dtype=dtype)
 
@@ -88,95 +127,126 @@ def run_throughput(options: ThroughputOptions, log=print) -> dict:
             )
         contender.model.train()
 
+    together = _together(scale, options, device)
+    label = f"{scale.name} N={scale.vocab_size:,}"
+    log(f"{label}: " + ("models interleaved" if together else "one model at a time"))
     timed(lambda: a @ a, device=device)  # warm-up: a cold GPU's first matmul runs at a third speed
-    for m, contender in contenders.items():  # warm-up: allocator, AdamW states, kernels
-        if options.compile:
-            contender.model.backbone.compile()
-        warm_up = time.perf_counter()
-        contender.train_step(x)
-        sample_run(contender)
-        seconds = time.perf_counter() - warm_up
-        log(f"{m}: warm-up (one training step, one sampling run) {seconds:.1f} s")
     train = {m: [] for m in MODELS}
     sample = {m: [] for m in MODELS}
-    matmul = []
-    for r in range(options.rounds):
-        matmul.append(2 * options.matmul_size**3 / timed(lambda: a @ a, device=device)[0])
-        for m, contender in contenders.items():
-            seconds, _ = timed(
-                lambda c=contender: [c.train_step(x) for _ in range(options.train_steps)],
-                device=device,
+    matmul = {m: [] for m in MODELS}  # the reference rate of each model's rounds
+    shape = {}
+    for group in [MODELS] if together else [(m,) for m in MODELS]:
+        contenders = {m: build_contender(m, scale, device) for m in group}
+        for m, contender in contenders.items():  # warm-up: allocator, AdamW states, kernels
+            if options.compile:
+                contender.model.backbone.compile()
+            warm_up = time.perf_counter()
+            contender.train_step(x)
+            if options.sample_steps:
+                sample_run(contender)
+            seconds = time.perf_counter() - warm_up
+            log(f"{label} {m}: warm-up {seconds:.1f} s")
+            config = contender.model.config
+            shape[m] = (contender.parameters, config.n_blocks, step_flops(config, *x.shape))
+        for r in range(options.rounds):
+            rate = 2 * options.matmul_size**3 / timed(lambda: a @ a, device=device)[0]
+            for m, contender in contenders.items():
+                matmul[m].append(rate)
+                seconds, _ = timed(
+                    lambda c=contender: [c.train_step(x) for _ in range(options.train_steps)],
+                    device=device,
+                )
+                train[m].append(options.train_steps * x.numel() / seconds)
+                if options.sample_steps:
+                    seconds, _ = timed(lambda c=contender: sample_run(c), device=device)
+                    sample[m].append(options.sample_batch * scale.seq_len / seconds)
+            log(
+                f"{label} round {r + 1}/{options.rounds}: train tok/s "
+                + ", ".join(f"{m} {train[m][-1]:,.0f}" for m in group)
             )
-            train[m].append(options.train_steps * x.numel() / seconds)
-            seconds, _ = timed(lambda c=contender: sample_run(c), device=device)
-            sample[m].append(options.sample_batch * scale.seq_len / seconds)
-        log(
-            f"round {r + 1}/{options.rounds}: train tok/s "
-            + ", ".join(f"{m} {train[m][-1]:,.0f}" for m in MODELS)
-        )
-    results = {}
-    for m, contender in contenders.items():
-        flops = step_flops(contender.model.config, options.batch, scale.seq_len)
-        tokens = options.batch * scale.seq_len
-        mfu = [t / tokens * flops / rate for t, rate in zip(train[m], matmul, strict=True)]
-        results[m] = {
-            "parameters": contender.parameters,
-            "n_blocks": contender.model.config.n_blocks,
+        del contenders
+        gc.collect()  # the next group's models need this one's memory
+
+    def ratio(values: dict[str, list[float]], m: str) -> float | None:
+        if not values[m]:
+            return None
+        return statistics.median([t / b for t, b in zip(values[m], values["mdlm"], strict=True)])
+
+    models = {}
+    for m in MODELS:
+        parameters, n_blocks, flops = shape[m]
+        tokens = x.numel()
+        mfu = [t / tokens * flops / rate for t, rate in zip(train[m], matmul[m], strict=True)]
+        models[m] = {
+            "parameters": parameters,
+            "n_blocks": n_blocks,
             "step_flops": flops,
             "train_tokens_per_s": _stats(train[m]),
-            "sample_tokens_per_s": _stats(sample[m]),
+            "train_tokens_per_s_rounds": train[m],
+            "sample_tokens_per_s": _stats(sample[m]) if sample[m] else None,
             "mfu": _stats(mfu),
-            "train_ratio_to_mdlm": statistics.median(
-                [t / b for t, b in zip(train[m], train["mdlm"], strict=True)]
-            ),
-            "sample_ratio_to_mdlm": statistics.median(
-                [t / b for t, b in zip(sample[m], sample["mdlm"], strict=True)]
-            ),
+            "train_ratio_to_mdlm": ratio(train, m),
+            "sample_ratio_to_mdlm": ratio(sample, m),
         }
-    figures = {
-        "bench": "throughput",
-        "environment": environment(device),
-        "options": {k: str(v) for k, v in vars(options).items()},
-        "matmul_flops_per_s": _stats(matmul),
-        "models": results,
+    return {
+        "scale": scale.name,
+        "vocab_size": scale.vocab_size,
+        "seq_len": scale.seq_len,
+        "interleaved": together,
+        "matmul_flops_per_s": _stats([r for m in MODELS for r in matmul[m]]),
+        "models": models,
     }
-    write_report(options.out_dir, "throughput", figures, throughput_markdown(figures))
-    return figures
 
 
 def throughput_markdown(figures: dict) -> str:
-    o, env, res = figures["options"], figures["environment"], figures["models"]
+    o, env = figures["options"], figures["environment"]
 
-    def cell(s: dict) -> str:
-        return f"{s['median']:,.0f} ({s['min']:,.0f}-{s['max']:,.0f})"
+    def cell(s: dict | None) -> str:
+        return f"{s['median']:,.0f} ({s['min']:,.0f}-{s['max']:,.0f})" if s else "—"
+
+    def ratio(value: float | None) -> str:
+        return "—" if value is None else f"{value:.2f}"
 
     rows = [
         [
+            run["scale"],
+            f"{run['vocab_size']:,}",
+            "interleaved" if run["interleaved"] else "one at a time",
             m,
             f"{r['parameters']:,}",
             r["n_blocks"],
             cell(r["train_tokens_per_s"]),
-            f"{r['train_ratio_to_mdlm']:.2f}",
+            ratio(r["train_ratio_to_mdlm"]),
             cell(r["sample_tokens_per_s"]),
-            f"{r['sample_ratio_to_mdlm']:.2f}",
+            ratio(r["sample_ratio_to_mdlm"]),
             f"{100 * r['mfu']['median']:.0f}% ({100 * r['mfu']['min']:.0f}-"
             f"{100 * r['mfu']['max']:.0f}%)",
         ]
-        for m, r in res.items()
+        for run in figures["runs"]
+        for m, r in run["models"].items()
     ]
-    rate = figures["matmul_flops_per_s"]
+    rates = ", ".join(
+        f"{run['matmul_flops_per_s']['median'] / 1e9:,.1f}" for run in figures["runs"]
+    )
+    sampling = (
+        f"sampling {o['sample_batch']} sequences x {o['sample_steps']} steps"
+        if o["sample_steps"] != "0"
+        else "no sampling"
+    )
     return "\n\n".join(
         [
-            f"{o['scale']} scale{', torch.compile' if o.get('compile') == 'True' else ''}, "
-            f"training batch {o['batch']}, {o['rounds']} interleaved rounds "
-            f"of {o['train_steps']} steps; sampling {o['sample_batch']} sequences x "
-            f"{o['sample_steps']} steps; {env['device']} {env['device_name']}, "
+            f"Training batch {o['batch']}, {o['rounds']} rounds of {o['train_steps']} steps per "
+            f"model{', torch.compile' if o.get('compile') == 'True' else ''}; {sampling}; "
+            f"{env['device']} {env['device_name']}, "
             f"{env['threads']} torch thread(s), torch {env['torch']}, {env['date']}, "
-            f"commit {env['git_commit']}. Median (min-max) over rounds; matmul "
-            f"{rate['median'] / 1e9:,.1f} GFLOP/s (median, {o['matmul_size']}^2, bf16 on CUDA, "
-            f"else fp32).",
+            f"commit {env['git_commit']}. Median (min-max) over rounds; ratios are medians of "
+            f"per-round ratios; matmul {rates} GFLOP/s (median per scale, "
+            f"{o['matmul_size']}^2, bf16 on CUDA, else fp32).",
             markdown_table(
                 [
+                    "scale",
+                    "N",
+                    "rounds",
                     "model",
                     "parameters",
                     "blocks",

@@ -3,8 +3,7 @@
 :func:`timed` runs a function ``repeats`` times and returns a summary of the wall times (by
 default the best, ``min``) with the last call's result. On a CUDA device, whose kernels run
 asynchronously, it synchronises the device before each call (so queued work is not counted) and
-after it (so the call's own work is). ``benchmarks/tree_build.py`` and ``apps/bench throughput``
-(:mod:`.throughput`) use it.
+after it (so the call's own work is). ``apps/bench throughput`` (:mod:`.throughput`) uses it.
 
 Torch is imported only when a ``device`` is given, so CPU-only benches do not need it.
 """

@@ -1,5 +1,7 @@
 """Constructions (METHOD.md §2): determinism, size limits, and what each one groups together."""
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -8,6 +10,7 @@ from hypothesis import strategies as st
 from tdlm_tree import (
     TreeError,
     balanced_kmeans,
+    cluster,
     embedding_tree,
     frequency_tree,
     group_sizes,
@@ -44,6 +47,69 @@ def test_balanced_kmeans_respects_size_limits(n, k, dim, seed):
     labels = balanced_kmeans(x, k, seed=seed)
     sizes = np.bincount(labels)
     assert sorted(sizes.tolist(), reverse=True) == group_sizes(n, k)
+
+
+@st.composite
+def _grid_assignment(draw):
+    """Integer grid points with many ties, a balanced labelling, its groups' grid centroids, and
+    a number of candidates per point: the state of one balanced Lloyd assignment."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n, d, k = draw(st.integers(2, 300)), draw(st.integers(1, 6)), draw(st.integers(1, 20))
+    x = rng.integers(-4, 5, (n, d)).astype(np.float64)
+    labels = rng.permutation(np.arange(n) // k)
+    groups = int(labels.max()) + 1
+    sums = cluster.group_sums(x, labels, groups)
+    centroids = np.rint(sums / np.bincount(labels)[:, None])
+    return x, labels, centroids, draw(st.integers(1, 10))
+
+
+def _sorted_pairs(rows, cols, dists):
+    order = np.lexsort((cols, rows))
+    return rows[order], cols[order], dists[order]
+
+
+@given(_grid_assignment())
+def test_neighbourhood_search_is_the_search_over_all_when_it_spans_every_centroid(case):
+    # N <= 65,536 at K = 64: the scaled search must leave those trees exactly as they were.
+    x, labels, centroids, m = case
+    assert len(centroids) <= cluster._NEIGHBOURS
+    everywhere = np.ones(len(centroids), dtype=bool)
+    near = cluster._neighbourhood_pairs(x, labels, centroids, m)
+    full = cluster._candidate_pairs(x, centroids, everywhere, m)
+    for a, b in zip(_sorted_pairs(*near), _sorted_pairs(*full), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@given(_grid_assignment(), st.integers(1, 6))
+def test_neighbourhood_search_takes_each_points_nearest_among_its_groups_neighbours(case, size):
+    # The path that runs at N = 256k (a neighbourhood smaller than the number of groups), against
+    # brute force: distances |x - c|^2 - |x|^2, ties by centroid id, at both steps.
+    x, labels, centroids, m = case
+    with mock.patch.object(cluster, "_NEIGHBOURS", size):
+        rows, cols, dists = cluster._neighbourhood_pairs(x, labels, centroids, m)
+    ids = np.arange(len(centroids))
+    c_dist = ((centroids[:, None] - centroids[None]) ** 2).sum(-1)
+    expected = []
+    for i, point in enumerate(x):
+        own = c_dist[labels[i]]
+        near = np.sort(np.lexsort((ids, own))[:size])
+        d = ((point - centroids[near]) ** 2).sum(1) - (point**2).sum()
+        for j in np.lexsort((near, d))[: min(m, len(near))]:
+            expected.append((i, near[j], d[j]))
+    got = sorted(zip(rows.tolist(), cols.tolist(), dists.tolist(), strict=True))
+    assert got == sorted((int(i), int(c), float(d)) for i, c, d in expected)
+
+
+@given(st.integers(1, 1500), st.integers(2, 60), st.integers(1, 8), st.integers(2, 6))
+def test_a_small_neighbourhood_keeps_sizes_and_finds_planted_clusters(n, k, dim, size):
+    # Points left over by the neighbourhood pass are placed among all centroids with room. (A
+    # neighbourhood of 1, a group's own centroid, would keep the bisection's groups unrefined.)
+    x = np.random.default_rng(n).standard_normal((n, dim))
+    planted, truth = _planted(min(30, max(2, n // k)), k, dim + 1, seed=n)  # as separated as above
+    with mock.patch.object(cluster, "_NEIGHBOURS", size):
+        labels = balanced_kmeans(x, k, seed=n)
+        assert _same_partition(balanced_kmeans(planted, k, seed=n), truth)
+    assert sorted(np.bincount(labels).tolist(), reverse=True) == group_sizes(n, k)
 
 
 @pytest.mark.parametrize("seed", range(5))

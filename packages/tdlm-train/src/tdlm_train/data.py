@@ -40,8 +40,9 @@ __all__ = ["TreeConfig", "PreparedData", "prepare_data", "prepare_tree"]
 logger = logging.getLogger(__name__)
 _CACHE_VERSION = 1
 # Part of the tree cache key: bump it whenever a construction changes what it builds (2: the
-# k-means constructions became exact on every BLAS and thread count).
-_TREE_CACHE_VERSION = 2
+# k-means constructions became exact on every BLAS and thread count; 3: their assignment looks
+# among each group's 1,024 nearest centroids, which changes levels of more than 1,024 groups).
+_TREE_CACHE_VERSION = 3
 
 
 @dataclass(frozen=True, kw_only=True)

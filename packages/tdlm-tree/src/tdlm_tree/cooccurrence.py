@@ -7,7 +7,8 @@ pointwise mutual information with context-distribution smoothing (Levy, Goldberg
 exponent 0.75), and a randomized truncated SVD (Halko, Martinsson & Tropp 2011) reduces them to
 ``dim`` dense dimensions, scaled by the square root of the singular values. Separate left and
 right contexts make tokens that play the same syntactic role land close together.
-Tokens that never occur get the zero vector.
+Tokens that never occur get the zero vector. The ``N x 2V`` table is kept sparse (the pairs that
+occur) and made dense only a block of rows at a time, for counting and for the SVD's products.
 
 Determinism across machines. The k-means that follows is exact (``cluster``), but an SVD is float
 arithmetic that no grid makes exact: its last bits vary with the BLAS kernel, thread count and
@@ -23,7 +24,7 @@ of 200 trials (N = 4,096), so trees differ with a probability of order 1e-5: an 
 bound. Save a tree you want to reuse exactly.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,11 @@ __all__ = ["cooccurrence_vectors", "cooccurrence_tree"]
 # column 100 times smaller than the largest keeps ~160 steps; trees built on 8- to 20-bit grids
 # had the same within-group squared distance to 1%.
 VECTOR_GRID_BITS = 14
+# Entries of a dense block of the [N, 2V] table (32 MB in float64) and stream positions counted
+# at a time: beyond the stream, its token order and the non-zero counts, memory independent of
+# N x 2V (4 GiB at N = 256k in float64) and of the stream's length.
+_BLOCK_ENTRIES = 1 << 22
+_STREAM_CHUNK = 1 << 22
 
 
 def _validated_stream(token_ids: Any, vocab_size: int) -> np.ndarray:
@@ -56,55 +62,113 @@ def _validated_stream(token_ids: Any, vocab_size: int) -> np.ndarray:
     return ids.astype(np.int64, copy=False)
 
 
-def _context_counts(ids: np.ndarray, vocab_size: int, context_size: int, window: int) -> np.ndarray:
-    """``[N, 2V]``: 1/distance-weighted counts of frequent tokens left (first V) and right of x."""
+def _row_blocks(rows: int, width: int) -> list[tuple[int, int]]:
+    """``(first, end)`` rows of the blocks of at most ``_BLOCK_ENTRIES`` entries (or one row) of a
+    ``[rows, width]`` table: the one unit in which the table is ever dense."""
+    step = max(1, _BLOCK_ENTRIES // width)
+    return [(low, min(low + step, rows)) for low in range(0, rows, step)]
+
+
+def _context_counts(
+    ids: np.ndarray, vocab_size: int, context_size: int, window: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The non-zero entries of the ``[N, 2V]`` table of 1/distance-weighted counts of the V most
+    frequent tokens left (first V columns) and right of each token x: ``(keys, counts, 2V)``,
+    ``key = x 2V + column`` increasing.
+
+    Counted one block of rows at a time over the stream's positions grouped by token, so memory
+    holds one block of ``_BLOCK_ENTRIES`` entries per distance and ``_STREAM_CHUNK`` positions,
+    never ``N x 2V``. Each entry is ``sum_d n_d / d`` over the integer counts ``n_d`` at distance
+    d, so neither the blocks nor the order of counting change a bit of it.
+    """
     counts = np.bincount(ids, minlength=vocab_size)
     contexts = np.argsort(-counts, kind="stable")[: min(context_size, vocab_size)]
     v = len(contexts)
+    width = 2 * v
     column = np.full(vocab_size, -1, dtype=np.int64)
     column[contexts] = np.arange(v)
-    table = np.zeros(vocab_size * 2 * v, dtype=np.float64)
-    for distance in range(1, window + 1):
-        # (token, its context, which half): the context sits `distance` before / after the token.
-        for who, ctx, side in (
-            (ids[distance:], ids[:-distance], 0),
-            (ids[:-distance], ids[distance:], v),
-        ):
-            col = column[ctx]
-            keep = col >= 0
-            key = who[keep] * (2 * v) + side + col[keep]
-            table += np.bincount(
-                key, weights=np.full(len(key), 1.0 / distance), minlength=table.size
-            )
-    # float64 throughout (N x 2V: 0.8 GB at N = 50k, V = 1024, twice float32's), so that the SVD's
-    # rounding noise sits far below the grid the vectors are rounded to (``_canonical``).
-    return table.reshape(vocab_size, 2 * v)
+    by_token = np.argsort(ids, kind="stable")  # positions of token 0, then of token 1, ...
+    first = np.r_[0, np.cumsum(counts)]
+    keys, values = [], []
+    for low, high in _row_blocks(vocab_size, width):
+        n_d = np.zeros((window, (high - low) * width))
+        for start in range(first[low], first[high], _STREAM_CHUNK):
+            at = by_token[start : min(start + _STREAM_CHUNK, first[high])]
+            row = (ids[at] - low) * width
+            for distance in range(1, window + 1):
+                # The context sits `distance` before (first half) or after (second half) x.
+                for side, where in ((0, at - distance), (v, at + distance)):
+                    inside = (where >= 0) & (where < len(ids))
+                    col = column[ids[where[inside]]]
+                    keep = col >= 0
+                    key = row[inside][keep] + side + col[keep]
+                    n_d[distance - 1] += np.bincount(key, minlength=n_d.shape[1])
+        # In float64, as everything up to the SVD, so that its rounding noise sits far below the
+        # grid the vectors are rounded to (``_canonical``).
+        block = n_d[0]
+        for distance in range(2, window + 1):
+            block += n_d[distance - 1] / distance
+        nonzero = np.flatnonzero(block)
+        keys.append(nonzero + low * width)
+        values.append(block[nonzero])
+    return np.concatenate(keys), np.concatenate(values), width
 
 
-def _ppmi(table: np.ndarray, smoothing: float = 0.75) -> np.ndarray:
-    """Positive PMI ``max(0, log p(x, c) / (p(x) p_s(c)))``, computed in place (one N x 2V)."""
-    total = table.sum()
-    if total <= 0:
-        return np.zeros_like(table)
-    col = table.sum(0) ** smoothing
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pmi = np.log(table)  # log p(x, c) - log p(x) = log n(x, c) - log n(x): the total cancels
-        pmi -= np.log(table.sum(1, keepdims=True))
-        pmi -= np.log(col / col.sum())
-    np.maximum(pmi, 0.0, out=pmi)
-    pmi[table <= 0] = 0.0  # unseen pairs (and unseen tokens' NaN rows)
-    return pmi
+def _ppmi(keys: np.ndarray, counts: np.ndarray, width: int, smoothing: float = 0.75) -> np.ndarray:
+    """Positive PMI ``max(0, log p(x, c) / (p(x) p_s(c)))`` of each non-zero count; a zero count
+    has PMI zero (unseen pairs, and the rows of tokens that never occur)."""
+    rows, cols = np.divmod(keys, width)
+    col = np.bincount(cols, weights=counts, minlength=width) ** smoothing
+    # log p(x, c) - log p(x) = log n(x, c) - log n(x): the total cancels. Read where counted
+    # only, so that no log sees a zero.
+    pmi = np.log(counts)
+    pmi -= np.log(np.bincount(rows, weights=counts)[rows])
+    pmi -= np.log((col / col.sum())[cols])
+    return np.maximum(pmi, 0.0, out=pmi)
 
 
-def _randomized_svd_embedding(m: np.ndarray, dim: int, seed: int, power: int = 2) -> np.ndarray:
-    """``U_r sqrt(S_r)`` of a truncated SVD of ``m`` (zero-padded if ``m`` has fewer columns)."""
-    n, f = m.shape
+def _dense_blocks(
+    keys: np.ndarray, values: np.ndarray, shape: tuple[int, int]
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """The sparse ``[n, f]`` matrix with ``values`` at ``keys = row f + column`` (increasing), as
+    ``(rows, dense block)`` over consecutive blocks of rows (``_row_blocks``)."""
+    n, f = shape
+    blocks = _row_blocks(n, f)
+    bounds = np.searchsorted(keys, np.array([0] + [high for _, high in blocks]) * f).tolist()
+    for (low, high), a, b in zip(blocks, bounds[:-1], bounds[1:], strict=True):
+        block = np.zeros((high - low) * f)
+        block[keys[a:b] - low * f] = values[a:b]
+        yield slice(low, high), block.reshape(high - low, f)
+
+
+def _randomized_svd_embedding(
+    keys: np.ndarray,
+    values: np.ndarray,
+    shape: tuple[int, int],
+    dim: int,
+    seed: int,
+    power: int = 2,
+) -> np.ndarray:
+    """``U_r sqrt(S_r)`` of a truncated SVD of the sparse ``m`` (``_dense_blocks``), zero-padded
+    if ``m`` has fewer columns than ``dim``. Each product with ``m`` takes it a block of rows at a
+    time: the flops of the dense product, the memory of one block."""
+    n, f = shape
+
+    def times(right: np.ndarray) -> np.ndarray:  # m @ right
+        return np.concatenate([block @ right for _, block in _dense_blocks(keys, values, shape)])
+
+    def transposed_times(left: np.ndarray) -> np.ndarray:  # m.T @ left
+        out = np.zeros((f, left.shape[1]))
+        for rows, block in _dense_blocks(keys, values, shape):
+            out += block.T @ left[rows]
+        return out
+
     rank = min(dim, n, f)
     rng = np.random.default_rng(seed)
-    q = np.linalg.qr(m @ rng.standard_normal((f, min(rank + 10, f))))[0]
+    q = np.linalg.qr(times(rng.standard_normal((f, min(rank + 10, f)))))[0]
     for _ in range(power):  # power iterations sharpen the spectrum's decay
-        q = np.linalg.qr(m @ np.linalg.qr(m.T @ q)[0])[0]
-    u_small, s, _ = np.linalg.svd(q.T @ m, full_matrices=False)
+        q = np.linalg.qr(times(np.linalg.qr(transposed_times(q))[0]))[0]
+    u_small, s, _ = np.linalg.svd(transposed_times(q).T, full_matrices=False)
     vectors = np.zeros((n, dim))
     vectors[:, :rank] = (q @ u_small[:, :rank]) * np.sqrt(s[:rank])
     return vectors
@@ -144,8 +208,9 @@ def cooccurrence_vectors(
     if dim < 1 or window < 1 or context_size < 1:
         raise TreeError("dim, window and context_size must all be at least 1")
     ids = _validated_stream(token_ids, vocab_size)
-    table = _context_counts(ids, vocab_size, context_size, window)
-    return _canonical(_randomized_svd_embedding(_ppmi(table), dim, seed))
+    keys, counts, width = _context_counts(ids, vocab_size, context_size, window)
+    pmi = _ppmi(keys, counts, width)
+    return _canonical(_randomized_svd_embedding(keys, pmi, (vocab_size, width), dim, seed))
 
 
 def cooccurrence_tree(
