@@ -3,7 +3,9 @@ the throughput and quality benches' outputs, and the app's errors. Tiny sizes: s
 
 import json
 import math
+from pathlib import Path
 
+import paired_ablations as paired  # benchmarks/paired_ablations.py (pytest's pythonpath)
 import pytest
 import torch
 from tdlm_bench import (
@@ -185,6 +187,36 @@ def test_quality_bench(tmp_path, corpus, cache):
     assert (tmp_path / "q" / "quality.png").stat().st_size > 0
     markdown = (tmp_path / "q" / "quality.md").read_text()
     assert "val NELBO" in markdown and "±" in markdown and "Per seed" in markdown
+    _check_paired_ablations(tmp_path / "q", figures)
+
+
+def _check_paired_ablations(bench: Path, figures: dict) -> None:
+    """benchmarks/paired_ablations.py finds the bench's runs in its folders, pairs each TDLM
+    with its seed's MDLM at equal steps (the two-stage run's stage 1 counted) and reproduces
+    the bench's own ratios and per-level references; the paired differences are exact."""
+    table = paired.summarise(paired.pair(paired.find_runs([bench], {})))
+    (group, variants), = table.items()
+    assert "branching=8" in group  # every TDLM's setting: the group's, not a variant's
+    labels = {"default": "tdlm", "allocation=linear": "tdlm alloc=linear",
+              "two-stage embedding": "tdlm tree=embedding", "λ=1:1:2": "tdlm λ=1:1:2"}
+    assert list(variants)[0] == "default" and set(variants) == set(labels)
+    runs = {(r["seed"], r["label"]): r for r in figures["runs"]}
+    for variant, entry in variants.items():
+        assert sorted(entry["seeds"]) == [0, 1]
+        for seed, got in entry["seeds"].items():
+            run, mdlm = runs[(seed, labels[variant])], runs[(seed, "mdlm")]
+            ratio = run["validation"]["nelbo"] / mdlm["validation"]["nelbo"]
+            assert got["ratio"] == pytest.approx(ratio, rel=1e-12)
+            base = variants["default"]["seeds"][seed]["ratio"]
+            assert got["vs_default"] == got["ratio"] - base
+            learned = [u - v for u, v in
+                       zip(run["unigram_val_nll"], run["validation"]["level_nelbo"], strict=True)]
+            assert got["learned"] == pytest.approx(learned, rel=1e-9)
+            assert len(got["neighbour_gain"]) == len(learned)
+            assert all(math.isfinite(g) for g in got["neighbour_gain"])
+        assert entry["ratio"]["n"] == 2
+    assert variants["default"]["vs_default"]["mean"] == 0.0
+    assert "paired Δ" in paired.markdown(table)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from tdlm_tree import (
     flat_tree,
     format_stats,
     level_stats,
+    neighbour_cross_entropies,
     random_tree,
     unigram_entropy,
 )
@@ -93,3 +94,53 @@ def test_bad_counts():
         conditional_entropies(random_tree(10, 2), np.zeros(10))
     with pytest.raises(TreeError, match="token ids"):
         conditional_cross_entropies(random_tree(10, 2), np.ones(10), np.array([10]))
+
+
+def _empirical_conditional_entropy(keys: list[tuple], targets: list) -> float:
+    """Plug-in H(target | key) over the listed occurrences, by brute-force counting."""
+    from collections import Counter
+
+    joint, marginal = Counter(zip(keys, targets, strict=True)), Counter(keys)
+    return -sum(c * np.log(c / marginal[k]) for (k, _), c in joint.items()) / len(keys)
+
+
+@given(any_trees(300), st.integers(0, 10**6))
+def test_neighbour_cross_entropies_of_the_counted_pairs_are_their_plug_in_entropies(tree, seed):
+    # Unsmoothed, on the very stream that was counted: level h's value is the plug-in
+    # H(A_h,t | A_h+1,t, A_h,t-1) of its consecutive pairs, and no more than H(A_h,t | A_h+1,t)
+    # on the same positions (conditioning on more never raises a plug-in entropy).
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, tree.vocab_size, size=rng.integers(2, 400))
+    got = neighbour_cross_entropies(tree, tokens, tokens, smoothing=0)
+    path = tree.ancestors[tokens]
+    for h in range(tree.depth):
+        here, parent, before = path[1:, h].tolist(), path[1:, h + 1].tolist(), path[:-1, h]
+        with_neighbour = _empirical_conditional_entropy(
+            list(zip(parent, before.tolist(), strict=True)), here
+        )
+        alone = _empirical_conditional_entropy([(p,) for p in parent], here)
+        np.testing.assert_allclose(got[h], with_neighbour, rtol=1e-9, atol=1e-12)
+        assert got[h] <= alone + 1e-12
+
+
+def test_a_determined_next_token_costs_nothing_and_independent_tokens_gain_nothing():
+    tree = random_tree(16, 4, seed=1)
+    cycle = np.tile(np.arange(16), 100)  # the previous token fixes the next one
+    assert neighbour_cross_entropies(tree, cycle, cycle, smoothing=0)[0] == 0
+    # i.i.d. uniform tokens: a neighbour tells nothing, so on held-out tokens the smoothed
+    # estimate matches the no-context one up to its estimation cost (~ cells / 2T, here
+    # 16 * 16 / 4e5 < 1e-3 nats at level 0; the bound 5e-3 holds for this fixed seed).
+    rng = np.random.default_rng(0)
+    train, held = rng.integers(0, 16, 200_000), rng.integers(0, 16, 50_000)
+    counts = np.bincount(train, minlength=16)
+    alone = conditional_cross_entropies(tree, counts, held[1:])
+    np.testing.assert_allclose(neighbour_cross_entropies(tree, train, held), alone, atol=5e-3)
+
+
+@pytest.mark.parametrize(
+    "train, held, message",
+    [([3], [0, 1], "at least 2"), ([0, 1], [0, 99], "0..15"), ([[0, 1]], [0, 1], "1-D")],
+)
+def test_neighbour_cross_entropies_reject_bad_streams(train, held, message):
+    with pytest.raises(TreeError, match=message):
+        neighbour_cross_entropies(random_tree(16, 4, seed=0), np.array(train), np.array(held))

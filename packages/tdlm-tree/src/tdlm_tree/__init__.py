@@ -18,6 +18,7 @@ from .stats import (
     conditional_entropies,
     format_stats,
     level_stats,
+    neighbour_cross_entropies,
     unigram_entropy,
 )
 from .tree import TreeError, VocabTree
@@ -43,6 +44,7 @@ __all__ = [
     "group_sizes",
     "level_sizes_for",
     "level_stats",
+    "neighbour_cross_entropies",
     "load_tree",
     "random_tree",
     "resolve_branching",

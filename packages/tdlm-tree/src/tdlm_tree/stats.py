@@ -8,7 +8,10 @@ A good tree puts most of that entropy at the levels its network predicts well; t
 cheap, data-only counterpart of the per-level NELBO (METHOD.md §4 "Reporting").
 :func:`conditional_cross_entropies` scores held-out tokens with the same per-level unigram model:
 the per-level NELBO a network that ignores all context would get on them, hence the reference a
-model's per-level validation NELBO is measured against. All entropies are in nats.
+model's per-level validation NELBO is measured against. :func:`neighbour_cross_entropies` adds
+one position of context (the previous token's node at the same level, counted on a training
+stream): how much a level's choice can be learned from its neighbour, the cheapest measure of a
+tree's top-level predictability. All entropies are in nats.
 """
 
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ __all__ = [
     "conditional_entropies",
     "conditional_cross_entropies",
     "level_stats",
+    "neighbour_cross_entropies",
     "unigram_entropy",
     "format_stats",
 ]
@@ -71,6 +75,23 @@ def conditional_entropies(tree: VocabTree, counts: Any) -> np.ndarray:
     return entropies
 
 
+def _token_ids(tree: VocabTree, tokens: Any, what: str, minimum: int = 1) -> np.ndarray:
+    ids = np.asarray(tokens)
+    if ids.ndim != 1 or ids.size < minimum or not np.issubdtype(ids.dtype, np.integer):
+        raise TreeError(
+            f"{what} must be a 1-D integer array of at least {minimum} ids, got shape {ids.shape}"
+        )
+    if ids.min() < 0 or ids.max() >= tree.vocab_size:
+        raise TreeError(f"{what}: token ids must lie in 0..{tree.vocab_size - 1}")
+    return ids.astype(np.int64)
+
+
+def _counts_of(keys: np.ndarray, table_keys: np.ndarray, table_counts: np.ndarray) -> np.ndarray:
+    """How often each of ``keys`` occurs in the sorted ``table_keys`` (0 where absent)."""
+    at = np.minimum(np.searchsorted(table_keys, keys), len(table_keys) - 1)
+    return np.where(table_keys[at] == keys, table_counts[at], 0)
+
+
 def conditional_cross_entropies(
     tree: VocabTree, counts: Any, tokens: Any, *, smoothing: float = 0.5
 ) -> np.ndarray:
@@ -80,12 +101,7 @@ def conditional_cross_entropies(
     if not (np.isfinite(smoothing) and smoothing >= 0):
         raise TreeError(f"smoothing must be finite and >= 0, got {smoothing}")
     q = _probabilities(tree, np.asarray(counts, dtype=np.float64) + smoothing)
-    ids = np.asarray(tokens)
-    if ids.ndim != 1 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
-        raise TreeError(f"tokens must be a non-empty 1-D integer array, got shape {ids.shape}")
-    if ids.min() < 0 or ids.max() >= tree.vocab_size:
-        raise TreeError(f"token ids must lie in 0..{tree.vocab_size - 1}")
-    path = tree.ancestors[ids.astype(np.int64)]  # [T, H+1]: each token's node at every level
+    path = tree.ancestors[_token_ids(tree, tokens, "tokens")]  # [T, H+1]: nodes at every level
     out = np.empty(tree.depth)
     node_q = q
     for h in range(tree.depth):
@@ -93,6 +109,38 @@ def conditional_cross_entropies(
         with np.errstate(divide="ignore"):
             out[h] = float(-np.log(node_q[path[:, h]] / up_q[path[:, h + 1]]).mean())
         node_q = up_q
+    return out
+
+
+def _pairs(path: np.ndarray, before: int, here: int, width: int) -> np.ndarray:
+    """One key per consecutive pair: the previous token's level-``before`` node and this
+    token's level-``here`` node (``width`` = the number of level-``here`` nodes)."""
+    return path[:-1, before] * width + path[1:, here]
+
+
+def neighbour_cross_entropies(
+    tree: VocabTree, train_tokens: Any, tokens: Any, *, smoothing: float = 0.5
+) -> np.ndarray:
+    """``[H]``: mean ``-log q(a_h(x_t) | a_{h+1}(x_t), a_h(x_{t-1}))`` over ``t >= 1`` of
+    ``tokens``, ``q`` the add-``smoothing`` estimate (over the parent's children) from the
+    consecutive pairs of ``train_tokens``. Level h's choice given its parent *and the previous
+    token's level-h node*: :func:`conditional_cross_entropies` minus this is what one neighbour
+    at the same granularity tells about that level — available context, where the other gives
+    none. Pairs are counted sparsely (memory ~ the number of distinct pairs)."""
+    if not (np.isfinite(smoothing) and smoothing >= 0):
+        raise TreeError(f"smoothing must be finite and >= 0, got {smoothing}")
+    train = tree.ancestors[_token_ids(tree, train_tokens, "train_tokens", 2)]  # [T, H+1]
+    held = tree.ancestors[_token_ids(tree, tokens, "tokens", 2)]
+    out = np.empty(tree.depth)
+    for h in range(tree.depth):
+        n_h, n_up = tree.level_sizes[h], tree.level_sizes[h + 1]
+        joint = np.unique(_pairs(train, h, h, n_h), return_counts=True)
+        context = np.unique(_pairs(train, h, h + 1, n_up), return_counts=True)
+        k = tree.child_counts[h][held[1:, h + 1]]
+        numerator = _counts_of(_pairs(held, h, h, n_h), *joint) + smoothing
+        denominator = _counts_of(_pairs(held, h, h + 1, n_up), *context) + smoothing * k
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[h] = float(-np.log(numerator / denominator).mean())
     return out
 
 
