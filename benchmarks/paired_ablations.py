@@ -263,7 +263,7 @@ def summarise(pairs: list[dict]) -> dict[str, Any]:
             entry["vs_default"] = _spread(deltas) if deltas else None
             for name in ("learned", "neighbour_gain"):
                 entry[name] = np.mean([s[name] for s in seeds], axis=0).tolist()
-        table[group] = dict(sorted(variants.items(), key=lambda kv: kv[0] != "default"))
+        table[group] = dict(sorted(variants.items(), key=lambda kv: (kv[0] != "default", kv[0])))
     return table
 
 
