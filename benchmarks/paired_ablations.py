@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from tdlm_bench.report import markdown_table, pyplot, write_report
 
-from tdlm_train.config import preset, run_config_from_dict
+from tdlm_train.config import _flat, preset, run_config_from_dict  # one flattening, the CLI's
 from tdlm_train.data import prepare_data
 from tdlm_train.errors import UserError
 from tdlm_tree import conditional_cross_entropies, load_tree, neighbour_cross_entropies
@@ -50,16 +50,6 @@ _BOOKKEEPING = (
     "tree.embeddings", "tree.path", "diffusion.sampler.",
 )
 _VARIANT = ("tree.", "diffusion.schedule.", "diffusion.level_weights")
-
-
-def _flat(values: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out |= _flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _plain(config: Any) -> dict[str, Any]:
