@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tdlm_train.corpus import CorpusConfig, load_documents, split_documents
 from tdlm_train.data import TreeConfig, prepare_data, prepare_tree
@@ -98,6 +100,47 @@ def test_split_is_by_document_id_and_stable_under_additions():
     assert set(val) <= set(more_val) and set(train) <= set(more_train)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(st.text(alphabet="ab \u00e9\u732b", max_size=30), min_size=1, max_size=60),
+    val_fraction=st.floats(0.01, 0.99),
+)
+def test_one_document_is_split_into_a_head_and_its_tail(lines, val_fraction):
+    text = "\n".join(lines)
+    valid = [c for c in range(len(text) + 1) if text[:c].strip() and text[c:].strip()]
+    if not valid:
+        with pytest.raises(UserError, match="too short"):
+            split_documents([("book.txt", text)], val_fraction)
+        return
+    (train,), (val,) = split_documents([("book.txt", text)], val_fraction)
+    assert (train[0], val[0]) == ("book.txt#train", "book.txt#val")
+    assert train[1] + val[1] == text and train[1].strip() and val[1].strip()
+    cut, target = len(train[1]), round(len(text) * (1 - val_fraction))
+    slack = (len(text) - target) // 2
+    window = [c for c in valid if abs(c - target) <= slack]
+    if window:  # the tail is val_fraction of the text, give or take half of it
+        assert cut in window
+    else:  # too short for that: the valid cut nearest the target
+        assert cut == min(valid, key=lambda c: abs(c - target))
+    if not train[1].endswith("\n"):  # mid-line only when no line break in the window
+        assert not any(text[c - 1] == "\n" for c in window)
+
+
+def test_one_big_file_trains_with_its_tail_as_validation(tmp_path):
+    rng = np.random.default_rng(1)
+    lines = [" ".join(rng.choice(WORDS, size=12)) for _ in range(400)]
+    (tmp_path / "input.txt").write_text("\n".join(lines) + "\n")
+    corpus = CorpusConfig(source=str(tmp_path / "input.txt"), val_fraction=0.1)
+    data = prepare_data(corpus, TokenizerConfig(vocab_size=300), tmp_path / "cache")
+    *val_ids, eos = np.asarray(data.val_tokens).tolist()
+    val_text = data.tokenizer.decode(val_ids)
+    assert eos == data.tokenizer.eos_id
+    whole_lines = val_text.count("\n")
+    assert val_text == "\n".join(lines[-whole_lines:]) + "\n"  # the file's last lines, whole
+    assert abs(len(val_text) / len((tmp_path / "input.txt").read_text()) - 0.1) < 0.005
+    assert len(data.train_tokens) > 8 * len(data.val_tokens)
+
+
 def test_prepare_data_caches_and_reuses(tmp_path, corpus_dir):
     corpus = CorpusConfig(source=str(corpus_dir / "*.txt"), val_fraction=0.2)
     tok = TokenizerConfig(vocab_size=300)
@@ -158,6 +201,30 @@ def test_tokenizer_files(tmp_path):
         load_tokenizer(str(tmp_path / "bad.json"))
     with pytest.raises(UserError, match="vocab_size"):
         TokenizerConfig(vocab_size=10)
+
+
+@pytest.mark.parametrize(
+    ("specials", "framing"),
+    [
+        (["<|begin_of_text|>", "<|end_of_text|>"], ("<|begin_of_text|>", "<|end_of_text|>")),
+        (["<unk>", "<s>", "</s>"], ("<s>", "</s>")),  # Llama 2, Mistral
+        (["<pad>", "<eos>", "<bos>"], ("<bos>", "<eos>")),  # Gemma
+        (["[PAD]", "[CLS]", "[SEP]", "[MASK]"], ("[CLS]", "[SEP]")),  # BERT (MDLM's LM1B)
+        (["<|endoftext|>", "<|im_end|>"], ("<|endoftext|>", "<|endoftext|>")),  # GPT-2, Qwen
+    ],
+)
+def test_external_tokenizers_frame_documents_with_their_own_tokens(tmp_path, specials, framing):
+    from tokenizers import Tokenizer, models
+
+    backend = Tokenizer(models.WordLevel({"a": 0, "b": 1}, unk_token="a"))
+    backend.add_special_tokens(specials)
+    backend.save(str(tmp_path / "tokenizer.json"))
+    tokenizer = load_tokenizer(str(tmp_path / "tokenizer.json"))
+    assert (tokenizer.bos_id, tokenizer.eos_id) == tuple(map(backend.token_to_id, framing))
+    bare = Tokenizer(models.WordLevel({"a": 0, "b": 1}, unk_token="a"))
+    bare.save(str(tmp_path / "bare.json"))
+    with pytest.raises(UserError, match="no begin/end-of-text token .*<s>/</s>"):
+        load_tokenizer(str(tmp_path / "bare.json"))
 
 
 def test_packing_frames_blocks_like_mdlm():

@@ -12,7 +12,8 @@ A corpus is a list of documents ``(doc_id, text)`` from one of three sources:
   files go through the same loader with ``hf:json`` / ``hf:text`` and ``data_files``.
 
 The split is by document and depends only on each document's id: a keyed hash puts a fixed
-fraction in validation, so adding documents never moves existing ones between splits.
+fraction in validation, so adding documents never moves existing ones between splits. A corpus
+of a single document (one big text file) is split inside it: its tail is validation.
 """
 
 import glob
@@ -163,17 +164,43 @@ def _unit_hash(doc_id: str) -> float:
 def split_documents(
     docs: list[Document], val_fraction: float
 ) -> tuple[list[Document], list[Document]]:
-    """(train, validation) by a keyed hash of each id; both sides are non-empty."""
+    """(train, validation) by a keyed hash of each id; both sides are non-empty.
+
+    A corpus of one document (one big text file, as many corpora come) is split inside it
+    instead: the last ``val_fraction`` of its text, from a line break, is validation.
+    """
+    if len(docs) == 1:
+        return _split_inside(docs[0], val_fraction)
     train = [d for d in docs if _unit_hash(d[0]) >= val_fraction]
     val = [d for d in docs if _unit_hash(d[0]) < val_fraction]
-    if len(docs) < 2:
-        raise UserError("the corpus needs at least 2 documents (one for validation)")
     if not val:  # tiny corpora: the document with the smallest hash goes to validation
         first = min(docs, key=lambda d: _unit_hash(d[0]))
         train, val = [d for d in docs if d is not first], [first]
     if not train:
         train, val = val[1:], val[:1]
     return train, val
+
+
+def _split_inside(doc: Document, val_fraction: float) -> tuple[list[Document], list[Document]]:
+    """One document cut in two at the line break nearest ``1 - val_fraction`` of its text (a
+    contiguous tail, so validation shares no passage with training; within a line when no
+    break lies within half the tail's length of that point). Both parts keep some non-space
+    text."""
+    doc_id, text = doc
+    content = text.strip()
+    lo = text.index(content[0]) + 1 if content else 1  # the head's first non-space character
+    hi = text.rindex(content[-1]) if content else 0  # the tail's last one
+    if lo > hi:
+        raise UserError(
+            f"the corpus is one document ({doc_id}) too short to hold out part of it for "
+            "validation; give it more text or more documents"
+        )
+    target = round(len(text) * (1.0 - val_fraction))
+    slack = (len(text) - target) // 2  # a line break may move the cut by half the tail
+    breaks = (text.rfind("\n", 0, target) + 1, text.find("\n", target) + 1)
+    near = [c for c in breaks if lo <= c <= hi and abs(c - target) <= slack]
+    cut = min(near, key=lambda c: abs(c - target)) if near else min(max(target, lo), hi)
+    return [(f"{doc_id}#train", text[:cut])], [(f"{doc_id}#val", text[cut:])]
 
 
 def corpus_fingerprint(docs: list[Document]) -> str:

@@ -22,8 +22,17 @@ from .errors import UserError
 __all__ = ["TokenizerConfig", "TextTokenizer", "train_bpe", "load_tokenizer"]
 
 BOS, EOS = "<|bos|>", "<|eos|>"
-# GPT-2 style tokenizers have one special token that serves as both (as in MDLM on OpenWebText).
-_FALLBACK_SPECIALS = ("<|endoftext|>", "</s>", "<s>", "[SEP]")
+# Other tokenizers' document framing, first match wins: (BOS, EOS) pairs of the common families
+# (ours; Llama 3; Llama 2, Mistral and most SentencePiece models; Gemma; BERT, as MDLM's LM1B),
+# then a single end-of-text token serving as both, as GPT-2's (and MDLM on OpenWebText) and Qwen's.
+_SPECIAL_PAIRS = (
+    (BOS, EOS),
+    ("<|begin_of_text|>", "<|end_of_text|>"),
+    ("<s>", "</s>"),
+    ("<bos>", "<eos>"),
+    ("[CLS]", "[SEP]"),
+)
+_SPECIAL_SINGLES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "[SEP]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,15 +63,18 @@ class TextTokenizer:
 
     @staticmethod
     def _special_ids(tokenizer: Any) -> tuple[int, int]:
-        bos, eos = tokenizer.token_to_id(BOS), tokenizer.token_to_id(EOS)
-        if bos is not None and eos is not None:
-            return bos, eos
-        for token in _FALLBACK_SPECIALS:
+        for bos_token, eos_token in _SPECIAL_PAIRS:
+            bos, eos = tokenizer.token_to_id(bos_token), tokenizer.token_to_id(eos_token)
+            if bos is not None and eos is not None:
+                return bos, eos
+        for token in _SPECIAL_SINGLES:
             tid = tokenizer.token_to_id(token)
             if tid is not None:
                 return tid, tid
+        known = [f"{b}/{e}" for b, e in _SPECIAL_PAIRS] + list(_SPECIAL_SINGLES)
         raise UserError(
-            f"the tokenizer has no {BOS}/{EOS} or end-of-text token to frame documents with"
+            "the tokenizer has no begin/end-of-text token to frame documents with (looked for "
+            f"{', '.join(known)}); add one to its tokenizer.json"
         )
 
     def token_bytes(self) -> np.ndarray:
