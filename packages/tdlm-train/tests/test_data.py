@@ -48,6 +48,32 @@ def test_local_globs_and_jsonl(tmp_path, corpus_dir):
         load_documents(CorpusConfig(source=str(tmp_path / "b.jsonl")))
 
 
+def test_json_arrays_json_lines_and_compressed_files(tmp_path):
+    import bz2
+    import gzip
+    import lzma
+
+    records = [{"text": f"document {i}", "meta": i} for i in range(6)] + [{"text": " "}]
+    lines = "\n".join(json.dumps(r) for r in records) + "\n"
+    (tmp_path / "array.json").write_text(json.dumps(records))
+    (tmp_path / "c4.json.gz").write_bytes(gzip.compress(lines.encode()))  # C4's shard format
+    (tmp_path / "lines.jsonl.xz").write_bytes(lzma.compress(lines.encode()))
+    (tmp_path / "book.txt.bz2").write_bytes(bz2.compress("Chapter 1\n".encode()))
+    for name in ("array.json", "c4.json.gz", "lines.jsonl.xz"):
+        docs = load_documents(CorpusConfig(source=str(tmp_path / name)))
+        assert [text for _, text in docs] == [f"document {i}" for i in range(6)], name
+        assert docs[0][0] == f"{name}:0"  # blank records are left out, ids keep their index
+    assert load_documents(CorpusConfig(source=str(tmp_path / "book.txt.bz2"))) == [
+        ("book.txt.bz2", "Chapter 1\n")
+    ]
+    (tmp_path / "bad.json").write_text('[{"text": "a"}, ["b"]]')
+    with pytest.raises(UserError, match="item 2: expected a JSON object with a 'text' field"):
+        load_documents(CorpusConfig(source=str(tmp_path / "bad.json")))
+    (tmp_path / "broken.txt.gz").write_bytes(b"\x1f\x8b not gzip")
+    with pytest.raises(UserError, match="cannot read .*broken.txt.gz as UTF-8 text"):
+        load_documents(CorpusConfig(source=str(tmp_path / "broken.txt.gz")))
+
+
 def test_hub_loader_path_works_on_local_files(tmp_path):
     (tmp_path / "d.jsonl").write_text('{"text": "alpha beta"}\n{"text": "gamma"}\n')
     docs = load_documents(CorpusConfig(source="hf:json", data_files=str(tmp_path / "d.jsonl")))

@@ -5,8 +5,9 @@ A corpus is a list of documents ``(doc_id, text)`` from one of three sources:
 * ``stdlib`` (the default, no download): the Python standard library source files of the running
   interpreter, found through ``sysconfig``, test folders and ``site-packages`` excluded — real
   text every machine has;
-* local files: a path, a glob, or several separated by commas (``.jsonl`` files give one
-  document per line's ``text`` field, every other file is one document);
+* local files: a path, a glob, or several separated by commas (``.jsonl`` and ``.json`` files
+  give one document per record's ``text`` field — JSON lines, or a ``.json`` array of objects —
+  every other file is one document; ``.gz``, ``.bz2`` and ``.xz`` files are read decompressed);
 * ``hf:NAME[:CONFIG]``: a Hugging Face dataset, loaded through ``datasets`` (imported lazily;
   the hub is needed for named datasets, and offline that fails with a clear message). Local
   files go through the same loader with ``hf:json`` / ``hf:text`` and ``data_files``.
@@ -16,9 +17,12 @@ fraction in validation, so adding documents never moves existing ones between sp
 of a single document (one big text file) is split inside it: its tail is validation.
 """
 
+import bz2
 import glob
+import gzip
 import hashlib
 import json
+import lzma
 import os
 import sysconfig
 from dataclasses import dataclass
@@ -86,23 +90,64 @@ def _local_documents(spec: str, text_field: str) -> list[Document]:
     docs = []
     for path in paths:
         doc_id = str(path.resolve().relative_to(base))
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise UserError(f"data.source: cannot read {path} as UTF-8 text ({error})") from None
-        if path.suffix == ".jsonl":
-            for line_no, line in enumerate(text.splitlines()):
-                if not line.strip():
-                    continue
-                try:
-                    docs.append((f"{doc_id}:{line_no}", str(json.loads(line)[text_field])))
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise UserError(
-                        f"{path} line {line_no + 1}: expected a JSON object with a "
-                        f"{text_field!r} field"
-                    ) from None
+        text = _read_text(path)
+        if _record_suffix(path) in (".jsonl", ".json"):
+            docs += _json_documents(path, doc_id, text, text_field)
         elif text.strip():
             docs.append((doc_id, text))
+    return docs
+
+
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def _record_suffix(path: Path) -> str:
+    """``.jsonl`` for ``a.jsonl`` and ``a.jsonl.gz`` alike: the suffix under any compression."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _OPENERS:
+        suffixes.pop()
+    return suffixes[-1] if suffixes else ""
+
+
+def _read_text(path: Path) -> str:
+    """The file's UTF-8 text, decompressed first when it ends in ``.gz``, ``.bz2`` or ``.xz``."""
+    opener = _OPENERS.get(path.suffix.lower())
+    try:
+        if opener is None:
+            return path.read_text(encoding="utf-8")
+        with opener(path, "rt", encoding="utf-8") as f:
+            return f.read()
+    except (OSError, EOFError, UnicodeDecodeError, ValueError) as error:
+        raise UserError(f"data.source: cannot read {path} as UTF-8 text ({error})") from None
+
+
+def _json_documents(path: Path, doc_id: str, text: str, field: str) -> list[Document]:
+    """One document per record's ``field``: JSON lines (``.jsonl``, and ``.json`` files that
+    hold one object per line, as C4's shards) or one JSON array of objects (``.json``)."""
+    if _record_suffix(path) == ".json" and text.lstrip().startswith("["):
+        try:
+            records = list(enumerate(json.loads(text)))
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path}: not valid JSON ({error})") from None
+        where = "item"
+    else:
+        records = []
+        for line_no, line in enumerate(text.splitlines()):
+            if line.strip():
+                try:
+                    records.append((line_no, json.loads(line)))
+                except json.JSONDecodeError:
+                    records.append((line_no, None))
+        where = "line"
+    docs = []
+    for index, record in records:
+        if not isinstance(record, dict) or field not in record:
+            raise UserError(
+                f"{path} {where} {index + 1}: expected a JSON object with a {field!r} field "
+                "(set data.text_field for another name)"
+            )
+        if str(record[field]).strip():
+            docs.append((f"{doc_id}:{index}", str(record[field])))
     return docs
 
 
