@@ -58,7 +58,7 @@ def test_json_arrays_json_lines_and_compressed_files(tmp_path):
     (tmp_path / "array.json").write_text(json.dumps(records))
     (tmp_path / "c4.json.gz").write_bytes(gzip.compress(lines.encode()))  # C4's shard format
     (tmp_path / "lines.jsonl.xz").write_bytes(lzma.compress(lines.encode()))
-    (tmp_path / "book.txt.bz2").write_bytes(bz2.compress("Chapter 1\n".encode()))
+    (tmp_path / "book.txt.bz2").write_bytes(bz2.compress(b"Chapter 1\n"))
     for name in ("array.json", "c4.json.gz", "lines.jsonl.xz"):
         docs = load_documents(CorpusConfig(source=str(tmp_path / name)))
         assert [text for _, text in docs] == [f"document {i}" for i in range(6)], name
@@ -189,6 +189,14 @@ def test_prepare_data_caches_and_reuses(tmp_path, corpus_dir):
         p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file()
     }
     assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_a_bpe_larger_than_the_corpus_supports_is_reported(tmp_path, corpus_dir, caplog):
+    corpus = CorpusConfig(source=str(corpus_dir / "*.txt"))
+    with caplog.at_level("WARNING", logger="tdlm_train.data"):
+        data = prepare_data(corpus, TokenizerConfig(vocab_size=100_000), tmp_path)
+    assert 258 < data.tokenizer.vocab_size < 1000  # 15 words: a few hundred merges at most
+    assert f"supports only a {data.tokenizer.vocab_size}-token BPE (asked for 100000" in caplog.text
 
 
 def test_damaged_token_cache_is_rebuilt(tmp_path, corpus_dir):

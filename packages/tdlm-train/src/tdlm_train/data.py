@@ -87,6 +87,15 @@ def _tokenizer_for(config: TokenizerConfig, train: list[Document], cache: Path) 
         return load_tokenizer(str(path))
     logger.info("training a %d-token byte-level BPE on %d documents", config.vocab_size, len(train))
     tokenizer = train_bpe((text for _, text in train), config.vocab_size, config.min_frequency)
+    if tokenizer.vocab_size < config.vocab_size:  # BPE ran out of pairs seen min_frequency times
+        logger.warning(
+            "the training split supports only a %d-token BPE (asked for %d; pairs must occur "
+            "%d times): the model's vocabulary is %d",
+            tokenizer.vocab_size,
+            config.vocab_size,
+            config.min_frequency,
+            tokenizer.vocab_size,
+        )
     tokenizer.save(path)
     return tokenizer
 
