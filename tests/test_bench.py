@@ -24,8 +24,10 @@ from tdlm_bench import (
 )
 from tdlm_bench.cli import bench_main
 from tdlm_bench.contenders import synthetic_tokens
+from tdlm_bench.quality import merge_quality
 
 from tdlm_nn import param_breakdown
+from tdlm_train.errors import UserError
 
 SMALL = Scale(name="small-test", preset="tiny", vocab_size=512, seq_len=32, branching=8)
 # Long enough that the chunked loss (128 positions at a time) holds half the logits, with a
@@ -188,6 +190,36 @@ def test_quality_bench(tmp_path, corpus, cache):
     markdown = (tmp_path / "q" / "quality.md").read_text()
     assert "val NELBO" in markdown and "±" in markdown and "Per seed" in markdown
     _check_paired_ablations(tmp_path / "q", figures)
+    _check_merge(tmp_path, figures)
+
+
+def _check_merge(tmp_path: Path, figures: dict) -> None:
+    """``--merge``: the bench's two seeds, written as two one-seed folders, report as one with
+    the same verdict; folders with other options or a shared seed are refused."""
+    for seed in (0, 1):
+        part = {
+            **figures,
+            "options": {**figures["options"], "seeds": f"({seed},)", "out_dir": f"s{seed}"},
+            "runs": [run for run in figures["runs"] if run["seed"] == seed],
+        }
+        (tmp_path / f"s{seed}").mkdir()
+        (tmp_path / f"s{seed}" / "quality.json").write_text(json.dumps(part))
+    parts = f"{tmp_path / 's1'},{tmp_path / 's0'}"
+    assert bench_main(["quality", "--merge", parts, "--out", str(tmp_path / "m")]) == 0
+    merged = json.loads((tmp_path / "m" / "quality.json").read_text())
+    assert merged["verdict"] == json.loads(json.dumps(figures["verdict"]))
+    assert sorted(json.dumps(r) for r in merged["runs"]) == sorted(
+        json.dumps(r) for r in json.loads(json.dumps(figures["runs"]))
+    )
+    assert merged["options"]["seeds"] == "(0, 1)"
+    assert "Seed(s) 1 from" in (tmp_path / "m" / "quality.md").read_text()
+    with pytest.raises(UserError, match="seed 0 is in both"):
+        merge_quality((str(tmp_path / "s0"), str(tmp_path / "s0")), tmp_path / "m2")
+    other = json.loads((tmp_path / "s1" / "quality.json").read_text())
+    other["options"]["minutes"] = "9.0"
+    (tmp_path / "s1" / "quality.json").write_text(json.dumps(other))
+    with pytest.raises(UserError, match=r"differ from .* in \['minutes'\]"):
+        merge_quality((str(tmp_path / "s0"), str(tmp_path / "s1")), tmp_path / "m2")
 
 
 def _check_paired_ablations(bench: Path, figures: dict) -> None:

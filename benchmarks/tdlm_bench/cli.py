@@ -66,6 +66,8 @@ FLAGS = {
         "eval_every": "steps between validations (learning-curve points) [100]",
         "samples": "generated sequences per model for the unigram entropy [8]",
         "gen_ppl_model": "score samples with this transformers causal LM (e.g. gpt2-large)",
+        "merge": "comma-separated finished quality folders that differ only in their seeds: "
+        "report them as one into --out (no training)",
         "out": "output folder [runs/bench/quality-<date>]",
     },
 }
@@ -81,6 +83,7 @@ _LISTS = {
     "allocations",
     "level_weights",
     "seeds",
+    "merge",
 }
 _INT_LISTS = {"batches", "vocab_sizes", "branchings", "leaf_cluster_sizes", "seeds"}
 

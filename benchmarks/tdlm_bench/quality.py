@@ -19,6 +19,9 @@ a claim over seeds), and each ratio is taken against the same seed's MDLM:
    ``--embedding-fraction`` of the S steps, the tree is built from its token input embeddings,
    and TDLM trains the remaining steps; both stages' tokens count against the budget.
 
+Seeds are independent: ``--merge DIR,DIR,...`` reports finished bench folders that differ only
+in their seeds as one (run one seed per core or machine at the same time, then merge).
+
 Reported per label: mean ± sd over seeds of the validation NELBO and of its ratio to MDLM at
 equal tokens (and, for the base TDLM, at equal wall-clock), and the diagnosis: each level's
 NELBO beside its tree's unigram conditional entropy ``H(A_h | A_{h+1})`` (``tdlm_tree.stats``;
@@ -72,6 +75,7 @@ class QualityOptions:
     samples: int = 8  # generated sequences per model for the unigram entropy
     gen_ppl_model: str = ""  # a transformers causal LM to score the samples with
     overrides: dict[str, str] = field(default_factory=dict)  # --section.key for every run
+    merge: tuple[str, ...] = ()  # finished bench folders to report together instead of training
     out_dir: Path = Path("runs/bench/quality")
 
 
@@ -330,8 +334,54 @@ def _verdict(runs: list[dict]) -> dict:
     return out
 
 
+# Options that may differ between the parts of one merged report.
+_PER_PART = {"seeds", "out_dir", "merge"}
+
+
+def merge_quality(folders: tuple[str, ...], out_dir: Path) -> dict:
+    """One report over finished bench folders that differ only in their seeds (e.g. one seed
+    per core or machine, run at the same time): their runs together, verdict over all seeds."""
+    parts = []
+    for folder in folders:
+        path = Path(folder) / "quality.json"
+        try:
+            parts.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as error:
+            raise UserError(f"--merge {folder}: no readable quality.json ({error})") from None
+    first = {k: v for k, v in parts[0]["options"].items() if k not in _PER_PART}
+    seen: dict[int, str] = {}
+    for folder, part in zip(folders, parts, strict=True):
+        mine = {k: v for k, v in part["options"].items() if k not in _PER_PART}
+        if mine != first:
+            differ = sorted(k for k in first.keys() | mine.keys() if first.get(k) != mine.get(k))
+            raise UserError(f"--merge {folder}: its options differ from {folders[0]}'s in {differ}")
+        for seed in sorted({r["seed"] for r in part["runs"]}):
+            if seed in seen:
+                raise UserError(f"--merge: seed {seed} is in both {seen[seed]} and {folder}")
+            seen[seed] = folder
+    runs = sorted((run for part in parts for run in part["runs"]), key=lambda run: run["seed"])
+    options = {**parts[0]["options"], "seeds": str(tuple(sorted(seen))), "out_dir": str(out_dir)}
+    figures = {
+        "bench": "quality",
+        "environment": parts[0]["environment"],
+        "options": {**options, "merge": str(tuple(folders))},
+        "merged": [
+            {"folder": f, "seeds": sorted({r["seed"] for r in p["runs"]}), **p["environment"]}
+            for f, p in zip(folders, parts, strict=True)
+        ],
+        "verdict": _verdict(runs),
+        "runs": runs,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _plot(runs, out_dir / "quality.png")
+    write_report(out_dir, "quality", figures, quality_markdown(figures))
+    return figures
+
+
 def run_quality(options: QualityOptions, log=print) -> dict:
     """Train the runs of the module doc for every seed; write quality.json/.md/.png."""
+    if options.merge:
+        return merge_quality(options.merge, options.out_dir)
     if options.minutes <= 0 or options.samples < 1 or not options.seeds:
         raise UserError("--minutes must be > 0, --samples >= 1 and --seeds non-empty")
     if not 0 < options.embedding_fraction < 1:
@@ -449,6 +499,11 @@ def quality_markdown(figures: dict) -> str:
         "levels L_0 + L_1 + ...",
         "sample unigram entropy",
     ] + (["gen PPL"] if "gen_ppl" in runs[0] else [])
+    provenance = "".join(
+        f" Seed(s) {', '.join(map(str, part['seeds']))} from {part['folder']}: {part['date']}, "
+        f"commit {part['git_commit']}, {part['threads']} torch thread(s)."
+        for part in figures.get("merged", [])
+    )
     return "\n\n".join(
         [
             f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}); per seed MDLM trains "
@@ -456,7 +511,7 @@ def quality_markdown(figures: dict) -> str:
             f"(equal tokens); the base TDLM then resumes until it has trained as long as MDLM "
             f"(equal wall-clock). Ratios are to the same seed's MDLM; ± is the sd over seeds. "
             f"{env['device']} {env['device_name']}, {env['threads']} torch thread(s), torch "
-            f"{env['torch']}, {env['date']}, commit {env['git_commit']}.",
+            f"{env['torch']}, {env['date']}, commit {env['git_commit']}." + provenance,
             summary,
             "Where the NELBO goes (means over seeds): each level's validation NELBO beside what a "
             "network that ignores all context would score there (the training unigram on the "
