@@ -213,6 +213,8 @@ def _check_merge(tmp_path: Path, figures: dict) -> None:
     )
     assert merged["options"]["seeds"] == "(0, 1)"
     assert "Seed(s) 1 from" in (tmp_path / "m" / "quality.md").read_text()
+    with pytest.raises(UserError, match="is one of the merged folders"):
+        merge_quality((str(tmp_path / "s0"), str(tmp_path / "s1")), tmp_path / "s1")
     with pytest.raises(UserError, match="seed 0 is in both"):
         merge_quality((str(tmp_path / "s0"), str(tmp_path / "s0")), tmp_path / "m2")
     other = json.loads((tmp_path / "s1" / "quality.json").read_text())

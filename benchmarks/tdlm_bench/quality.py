@@ -341,6 +341,8 @@ _PER_PART = {"seeds", "out_dir", "merge"}
 def merge_quality(folders: tuple[str, ...], out_dir: Path) -> dict:
     """One report over finished bench folders that differ only in their seeds (e.g. one seed
     per core or machine, run at the same time): their runs together, verdict over all seeds."""
+    if out_dir.resolve() in {Path(folder).resolve() for folder in folders}:
+        raise UserError(f"--merge: --out {out_dir} is one of the merged folders; choose another")
     parts = []
     for folder in folders:
         path = Path(folder) / "quality.json"

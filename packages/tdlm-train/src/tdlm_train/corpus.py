@@ -90,9 +90,9 @@ def _local_documents(spec: str, text_field: str) -> list[Document]:
     docs = []
     for path in paths:
         doc_id = str(path.resolve().relative_to(base))
-        text = _read_text(path)
-        if _record_suffix(path) in (".jsonl", ".json"):
-            docs += _json_documents(path, doc_id, text, text_field)
+        text, kind = _read_text(path), _record_suffix(path)
+        if kind in (".jsonl", ".json"):
+            docs += _json_documents(path, doc_id, text, text_field, arrays=kind == ".json")
         elif text.strip():
             docs.append((doc_id, text))
     return docs
@@ -121,10 +121,10 @@ def _read_text(path: Path) -> str:
         raise UserError(f"data.source: cannot read {path} as UTF-8 text ({error})") from None
 
 
-def _json_documents(path: Path, doc_id: str, text: str, field: str) -> list[Document]:
+def _json_documents(path: Path, doc_id: str, text: str, field: str, arrays: bool) -> list[Document]:
     """One document per record's ``field``: JSON lines (``.jsonl``, and ``.json`` files that
-    hold one object per line, as C4's shards) or one JSON array of objects (``.json``)."""
-    if _record_suffix(path) == ".json" and text.lstrip().startswith("["):
+    hold one object per line, as C4's shards) or, where ``arrays``, one JSON array of objects."""
+    if arrays and text.lstrip().startswith("["):
         try:
             records = list(enumerate(json.loads(text)))
         except json.JSONDecodeError as error:
@@ -232,9 +232,8 @@ def _split_inside(doc: Document, val_fraction: float) -> tuple[list[Document], l
     break lies within half the tail's length of that point). Both parts keep some non-space
     text."""
     doc_id, text = doc
-    content = text.strip()
-    lo = text.index(content[0]) + 1 if content else 1  # the head's first non-space character
-    hi = text.rindex(content[-1]) if content else 0  # the tail's last one
+    lo = len(text) - len(text.lstrip()) + 1  # the head keeps the first non-space character
+    hi = len(text.rstrip()) - 1  # the tail keeps the last one
     if lo > hi:
         raise UserError(
             f"the corpus is one document ({doc_id}) too short to hold out part of it for "
