@@ -54,24 +54,31 @@ def test_tdlm_contender_has_mdlm_budget_and_more_blocks():
 
 def test_memory_bench(tmp_path, monkeypatch):
     """Fresh-process CPU measurements: chunked CE and TDLM hold less than faithful MDLM at the
-    same batch, and the analytic estimate is within a factor 1.5 of each measurement."""
+    same batch, recomputation less than none, and the analytic estimate is within a factor 1.5
+    of each measurement."""
     monkeypatch.setitem(memory.SCALES, LOGIT_HEAVY.name, LOGIT_HEAVY)
-    options = MemoryOptions(scales=(LOGIT_HEAVY.name,), batches=(2,), out_dir=tmp_path)
+    options = MemoryOptions(
+        scales=(LOGIT_HEAVY.name,),
+        batches=(2,),
+        checkpointing=("off", "selective", "all"),
+        out_dir=tmp_path,
+    )
     figures = run_memory(options, log=lambda _: None)
     rows = figures["measurements"]
-    peaks = {(r["model"], r["checkpointed"]): r["peak_bytes"] for r in rows}
-    for mode in (False, True):
+    peaks = {(r["model"], r["checkpointing"]): r["peak_bytes"] for r in rows}
+    for mode in ("off", "selective", "all"):
         assert peaks[("mdlm-chunked", mode)] < peaks[("mdlm", mode)]
         assert peaks[("tdlm", mode)] < peaks[("mdlm", mode)]
     for model in MODELS:  # recomputing blocks holds less than saving their activations
-        assert peaks[(model, True)] < peaks[(model, False)]
+        assert peaks[(model, "all")] < peaks[(model, "off")]
+        assert peaks[(model, "selective")] < peaks[(model, "off")]
     for row in rows:
         assert 1 / 1.5 < row["peak_bytes"] / row["analytic"]["total"] < 1.5, row
     saved = json.loads((tmp_path / "memory.json").read_text())
     assert {"torch", "device", "threads", "date", "git_commit"} <= set(saved["environment"])
     regime = saved["paper_regime_analytic"]
     assert {(r["model"], r["checkpointing"], r["gpus"]) for r in regime} == {
-        (m, c, g) for m in MODELS for c in ("off", "all") for g in (1, 8)
+        (m, c, g) for m in MODELS for c in ("off", "selective", "all") for g in (1, 8)
     }
     assert "TDLM / chunked" in (tmp_path / "memory.md").read_text()
     assert (tmp_path / "memory.png").stat().st_size > 0
@@ -81,9 +88,9 @@ def test_memory_workers_run_side_by_side_in_model_order(monkeypatch):
     """The CUDA sweep's concurrent workers (here on the CPU): one result per model, in order."""
     monkeypatch.setitem(memory.SCALES, SMALL.name, SMALL)
     options = MemoryOptions(scales=(SMALL.name,), batches=(1,))
-    rows = memory._workers(MODELS, SMALL, 1, True, options, at_once=len(MODELS))
+    rows = memory._workers(MODELS, SMALL, 1, "all", options, at_once=len(MODELS))
     assert [r["model"] for r in rows] == list(MODELS)
-    assert all(r["checkpointed"] and r["peak_bytes"] > 0 for r in rows)
+    assert all(r["checkpointing"] == "all" and r["peak_bytes"] > 0 for r in rows)
 
 
 def test_analytic_head_term_scales_with_logits():
@@ -97,10 +104,13 @@ def test_analytic_head_term_scales_with_logits():
 def test_analytic_checkpointing_and_sharding_shrink_their_terms_only():
     paper = contenders.SCALES["paper"]
     plain = memory.analytic_peak("tdlm", paper, 16, "bf16")
-    recomputed = memory.analytic_peak("tdlm", paper, 16, "bf16", checkpointed=True)
+    recomputed = memory.analytic_peak("tdlm", paper, 16, "bf16", checkpointing="all")
+    selective = memory.analytic_peak("tdlm", paper, 16, "bf16", checkpointing="selective")
     sharded = memory.analytic_peak("tdlm", paper, 16, "bf16", world_size=8)
     assert recomputed["activations"] < plain["activations"] / 4
-    assert recomputed["states"] == plain["states"] and recomputed["head"] == plain["head"]
+    assert recomputed["activations"] < selective["activations"] < plain["activations"] / 2
+    for checkpointed in (recomputed, selective):
+        assert checkpointed["states"] == plain["states"] and checkpointed["head"] == plain["head"]
     assert plain["states"] / 8 < sharded["states"] < plain["states"] / 4
     assert sharded["activations"] == plain["activations"]
 
@@ -115,6 +125,7 @@ def test_throughput_bench(tmp_path, monkeypatch):
         sample_steps=4,
         sample_batch=1,
         matmul_size=64,
+        checkpointing=("off", "selective"),
         out_dir=tmp_path,
     )
     figures = run_throughput(options, log=lambda _: None)
@@ -123,9 +134,15 @@ def test_throughput_bench(tmp_path, monkeypatch):
     for m in models.values():
         assert m["train_tokens_per_s"]["min"] <= m["train_tokens_per_s"]["median"] > 0
         assert m["mfu"]["median"] > 0 and m["sample_tokens_per_s"]["median"] > 0
+    selective = figures["runs"][0]["other_checkpointing"]["selective"]
+    assert set(selective) == set(MODELS) and selective["mdlm"]["train_ratio_to_mdlm"] == 1.0
+    for m in MODELS:
+        assert len(selective[m]["train_tokens_per_s_rounds"]) == 2
+        assert selective[m]["ratio_to_main_mode"] > 0
     saved = json.loads((tmp_path / "throughput.json").read_text())
     assert saved["environment"]["torch"] == torch.__version__
-    assert "MFU" in (tmp_path / "throughput.md").read_text()
+    text = (tmp_path / "throughput.md").read_text()
+    assert "MFU" in text and "| selective | tdlm |" in text
 
 
 def test_quality_bench(tmp_path, corpus, cache):
@@ -229,10 +246,14 @@ def _check_paired_ablations(bench: Path, figures: dict) -> None:
     with its seed's MDLM at equal steps (the two-stage run's stage 1 counted) and reproduces
     the bench's own ratios and per-level references; the paired differences are exact."""
     table = paired.summarise(paired.pair(paired.find_runs([bench], {})))
-    (group, variants), = table.items()
+    ((group, variants),) = table.items()
     assert "branching=8" in group  # every TDLM's setting: the group's, not a variant's
-    labels = {"default": "tdlm", "allocation=linear": "tdlm alloc=linear",
-              "two-stage embedding": "tdlm tree=embedding", "λ=1:1:2": "tdlm λ=1:1:2"}
+    labels = {
+        "default": "tdlm",
+        "allocation=linear": "tdlm alloc=linear",
+        "two-stage embedding": "tdlm tree=embedding",
+        "λ=1:1:2": "tdlm λ=1:1:2",
+    }
     assert list(variants)[0] == "default" and set(variants) == set(labels)
     runs = {(r["seed"], r["label"]): r for r in figures["runs"]}
     for variant, entry in variants.items():
@@ -243,8 +264,12 @@ def _check_paired_ablations(bench: Path, figures: dict) -> None:
             assert got["ratio"] == pytest.approx(ratio, rel=1e-12)
             base = variants["default"]["seeds"][seed]["ratio"]
             assert got["vs_default"] == got["ratio"] - base
-            learned = [u - v for u, v in
-                       zip(run["unigram_val_nll"], run["validation"]["level_nelbo"], strict=True)]
+            learned = [
+                u - v
+                for u, v in zip(
+                    run["unigram_val_nll"], run["validation"]["level_nelbo"], strict=True
+                )
+            ]
             assert got["learned"] == pytest.approx(learned, rel=1e-9)
             assert len(got["neighbour_gain"]) == len(learned)
             assert all(math.isfinite(g) for g in got["neighbour_gain"])

@@ -166,7 +166,10 @@ def test_vocab_sweep_writes_one_report_and_reuses_finished_parts(small_scale, tm
         assert {r["model"] for r in p["budget"]} == {"mdlm", "tdlm"}
         ratio = p["speed_ratio"]["tdlm/mdlm"]
         assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"]
-        assert [r["checkpointing"] for r in p["analytic_memory"]] == ["off", "all"]
+        modes = [r["checkpointing"] for r in p["analytic_memory"]]
+        assert modes == ["off", "selective", "all"]
+        tdlm = [r["totals"]["tdlm"] for r in p["analytic_memory"]]
+        assert tdlm[0] > tdlm[1] > tdlm[2]
         assert p["flops"]["mdlm-chunked"] > p["flops"]["mdlm"]
     saved = json.loads((tmp_path / "vocab.json").read_text())
     assert saved["points"] == json.loads(json.dumps(points))
@@ -177,6 +180,14 @@ def test_vocab_sweep_writes_one_report_and_reuses_finished_parts(small_scale, tm
     again = run_vocab_sweep(options, log=log.append)  # everything is reused: no measuring
     assert sum(line.startswith("reusing") for line in log) == 4 and len(log) == 4
     assert again["points"] == figures["points"]
+    # A part written before an option existed is reused when that option is at its default.
+    part = tmp_path / "throughput-N256" / "throughput.json"
+    older = json.loads(part.read_text())
+    del older["options"]["checkpointing"]
+    part.write_text(json.dumps(older))
+    log = []
+    run_vocab_sweep(options, log=log.append)
+    assert sum(line.startswith("reusing") for line in log) == 4
     other = VocabSweepOptions(**{**vars(options), "rounds": 3})
     with pytest.raises(UserError, match="other options"):
         run_vocab_sweep(other, log=lambda _: None)

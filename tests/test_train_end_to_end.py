@@ -80,14 +80,14 @@ def test_train_checkpoint_eval_sample(tmp_path, small_args, capsys, model):
 
 
 def test_resume_is_bit_identical(tmp_path, small_args):
-    # The second half recomputes its blocks' activations (--model.checkpoint_blocks all): a
-    # memory setting that resumes any run and leaves every bit of the result unchanged.
+    # The second half recomputes its blocks' activations (--model.checkpoint_blocks all, the
+    # elementwise ops only: --model.recompute selective): a memory setting that resumes any run
+    # and leaves every bit of the result unchanged.
     full, part = tmp_path / "full", tmp_path / "part"
     assert train_main(small_args(full, max_steps=8, checkpoint_every=4, eval_every=4)) == 0
     assert train_main(small_args(part, max_steps=4, checkpoint_every=4, eval_every=4)) == 0
-    second_half = small_args(
-        part, max_steps=8, checkpoint_every=4, eval_every=4, **{"model.checkpoint_blocks": "all"}
-    )
+    recompute = {"model.checkpoint_blocks": "all", "model.recompute": "selective"}
+    second_half = small_args(part, max_steps=8, checkpoint_every=4, eval_every=4, **recompute)
     assert train_main([*second_half, "--resume"]) == 0
     a = load_checkpoint(latest_checkpoint(full))
     b = load_checkpoint(latest_checkpoint(part))

@@ -16,9 +16,11 @@ plot); no uv, no network. Phases, in this order, each written to ``OUT/evidence.
 2. **fsdp** — ``apps/train --parallel fsdp`` under torchrun (one process: NCCL, FSDP2 with bf16
    block weights) against the same run unsharded: the same loss curve to bf16 rounding.
 3. **memory** — ``apps/bench memory`` at the paper's scale (width 768, L = 1024, N = 50,258, one
-   parameter budget), bf16, batch 1, 4 and 16, with and without activation checkpointing.
+   parameter budget), bf16, batch 1, 4 and 16, without activation checkpointing, with every
+   block recomputed selectively (elementwise ops only) and in full.
 4. **throughput** — ``apps/bench throughput`` (training and sampling tokens/s, interleaved
-   rounds, ratios to MDLM), eager, then with ``torch.compile``.
+   rounds, ratios to MDLM), eager (training also with selective and full recomputation,
+   interleaved: their time cost), then with ``torch.compile``.
 
 Phases that would overrun ``--budget`` seconds are skipped (and say so). The dry run takes the
 same code paths on the CPU at tiny sizes, so the script cannot rot between GPU loans.
@@ -409,7 +411,7 @@ def memory_phase(evidence: Evidence, device: torch.device, work: Path) -> None:
     options = MemoryOptions(
         scales=(scale,),
         batches=(1,) if evidence.dry_run else (1, 4, 16),
-        checkpointing=("off", "all"),
+        checkpointing=("off", "selective", "all"),
         device=device.type,
         dropout=0.1,
         out_dir=work / "memory",
@@ -433,6 +435,7 @@ def throughput_phase(evidence: Evidence, device: torch.device, work: Path, compi
         matmul_size=256 if dry else 8192,
         device=device.type,
         compile=compiled,
+        checkpointing=("off",) if compiled else ("off", "selective", "all"),
         out_dir=work / ("throughput-compiled" if compiled else "throughput"),
     )
     figures = run_throughput(options)
@@ -486,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     # Budget shares (seconds on an H100) each phase is expected to need; skip what cannot fit.
     # Measured on an H100 (2026-11-28): correctness 73 s, memory 270 s with one worker at a
     # time (now three at once); fsdp and compiled are guesses (not yet run on a GPU).
-    expected = {"correctness": 90, "fsdp": 60, "memory": 120, "throughput": 45, "compiled": 150}
+    expected = {"correctness": 90, "fsdp": 60, "memory": 150, "throughput": 75, "compiled": 150}
     phases = [p for p in args.phases.split(",") if p]
     unknown = set(phases) - set(expected)
     if unknown:

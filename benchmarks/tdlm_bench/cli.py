@@ -26,7 +26,8 @@ FLAGS = {
         "[paper,tiny; with --vocab-sizes, paper]",
         "vocab_sizes": "comma-separated N: measure the scales at these vocabularies instead",
         "batches": "comma-separated batch sizes [CPU 1,2,4; CUDA doubling until out of memory]",
-        "checkpointing": "activation checkpointing, comma-separated: off and/or all [off,all]",
+        "checkpointing": "activation checkpointing, comma-separated: off, selective (every "
+        "block, elementwise ops recomputed) and/or all (every block, in full) [off,all]",
         "device": "cpu | cuda [cpu]",
         "dropout": "dropout of the measured models [0.1]",
         "out": "output folder [runs/bench/memory-<date>]",
@@ -42,6 +43,8 @@ FLAGS = {
         "matmul_size": "n of the n x n reference matmul (CPU fp32, CUDA bf16) [2048]",
         "device": "cpu | cuda [cpu]",
         "compile": "torch.compile every backbone: true | false [false]",
+        "checkpointing": "comma-separated modes, each model timed in each, interleaved: off, "
+        "selective and/or all; the first is the main result [off]",
         "out": "output folder [runs/bench/throughput-<date>]",
     },
     "vocab": {

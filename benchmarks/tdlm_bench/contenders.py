@@ -149,13 +149,17 @@ def build_contender(
     *,
     dropout: float = 0.1,
     seed: int = 0,
-    checkpointed: bool = False,
+    checkpointing: str = "off",
 ) -> Contender:
-    """``model`` at ``scale``; ``checkpointed``: recompute every block in the backward pass."""
+    """``model`` at ``scale``; ``checkpointing``: ``off``, or every block recomputed in the
+    backward pass, ``all`` of it or its elementwise ops only (``selective``)."""
     torch.manual_seed(seed)
     process = TreeProcess(_tree(model, scale)).to(device)
     network = contender_config(model, scale, dropout=dropout).build().to(device).train()
-    network.checkpoint_blocks("all" if checkpointed else "none")
+    if checkpointing not in ("off", "selective", "all"):
+        raise ValueError(f"checkpointing: off, selective or all, not {checkpointing!r}")
+    blocks = "none" if checkpointing == "off" else "all"
+    network.checkpoint_blocks(blocks, "selective" if checkpointing == "selective" else "full")
     optimizer = torch.optim.AdamW(network.parameters(), lr=3e-4, betas=(0.9, 0.999), eps=1e-8)
     return Contender(model, process, network, optimizer)
 

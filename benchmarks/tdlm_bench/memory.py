@@ -24,7 +24,11 @@ E = T x k logits (k = N for MDLM, the widest tree level for TDLM):
 
 With activation checkpointing on every block (``--checkpointing all``) a block saves only its
 fp32 input, ``4 D`` per token, and the one block being recomputed holds its full set, so the
-activations become ``T x (n x 4 D + per-block set + working set)``.
+activations become ``T x (n x 4 D + per-block set + working set)``. Selective recomputation
+(``--checkpointing selective``: every block, keeping its matmul and attention outputs,
+:mod:`tdlm_nn.recompute`) saves per block the fp32 input plus the products q, k, v, the
+attention output, its projection, the MLP hidden H and the MLP output: ``4 D + 4 (6 D + H)``
+fp32, ``4 D + 2 (6 D + H)`` under bf16 autocast (44 D and 24 D at H = 4 D).
 
 Under FSDP over ``w`` GPUs (``--parallel fsdp``) each GPU holds ``16 P / w`` of the states plus
 the unsharded working set of the blocks in flight: two blocks' bf16 parameters and fp32
@@ -57,6 +61,8 @@ __all__ = ["MemoryOptions", "analytic_peak", "memory_scales", "paper_regime", "r
 
 HOST_BASELINE = 2**30  # CPU: interpreter, libraries and allocator slack beside the estimate
 _HOME = Path(__file__).resolve().parents[1]  # benchmarks/, the folder holding tdlm_bench
+# Activation checkpointing modes, as the reports name them.
+_MODE_LABEL = {"off": "off", "selective": "all blocks, selective", "all": "all blocks"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,7 +70,7 @@ class MemoryOptions:
     scales: tuple[str, ...] = ()  # empty: paper and tiny; with vocab_sizes, paper
     vocab_sizes: tuple[int, ...] = ()  # measure the scales at these N instead of their own
     batches: tuple[int, ...] = ()  # empty: CPU 1, 2, 4; CUDA doubling until out of memory
-    checkpointing: tuple[str, ...] = ("off", "all")  # activation checkpointing: off | all blocks
+    checkpointing: tuple[str, ...] = ("off", "all")  # off | selective | all (blocks recomputed)
     device: str = "cpu"
     dropout: float = 0.1
     out_dir: Path = Path("runs/bench/memory")
@@ -75,14 +81,15 @@ def analytic_peak(
     scale: Scale,
     batch: int,
     precision: str,
-    checkpointed: bool = False,
+    checkpointing: str = "off",
     world_size: int = 1,
     *,
     config: DiTConfig | None = None,
 ) -> dict[str, int]:
     """The peak bytes of one training step by the count in the module doc, and its parts.
 
-    ``world_size`` > 1: per GPU under FSDP sharding over that many GPUs. ``config`` replaces
+    ``checkpointing``: ``off``, ``selective`` or ``all`` (module doc). ``world_size`` > 1: per
+    GPU under FSDP sharding over that many GPUs. ``config`` replaces
     ``model``'s network at ``scale`` (e.g. TDLM at another depth).
     """
     config = contender_config(model, scale) if config is None else config
@@ -90,7 +97,10 @@ def analytic_peak(
     d, n = config.width, config.n_blocks
     tokens = batch * scale.seq_len
     per_block = {"fp32": 94 * d, "bf16": 64 * d}[precision]
-    saved = n * 4 * d + per_block if checkpointed else n * per_block
+    product = {"fp32": 4, "bf16": 2}[precision]  # bytes of a matmul output
+    kept = {"off": per_block, "selective": 4 * d + product * (6 * d + config.hidden_size)}
+    kept["all"] = 4 * d
+    saved = n * per_block if checkpointing == "off" else n * kept[checkpointing] + per_block
     activations = tokens * (saved + (10 + 4) * d * 4)
     width = config.shape.num_slots
     chunk = min(chunk_positions(scale.vocab_size), scale.seq_len)
@@ -125,7 +135,7 @@ def available_bytes() -> int:
 
 
 def _measure(
-    models: tuple[str, ...], scale: Scale, batch: int, checkpointed: bool, options: MemoryOptions
+    models: tuple[str, ...], scale: Scale, batch: int, checkpointing: str, options: MemoryOptions
 ) -> list[dict]:
     """One fresh worker process per model. On CUDA the models' workers run at once (each
     process's ``max_memory_allocated`` counts its own tensors only), and one that ran out of
@@ -133,30 +143,30 @@ def _measure(
     memory is the measure there), each only if its estimate fits (module doc)."""
     if not options.device.startswith("cuda"):
         return [
-            _workers((model,), scale, batch, checkpointed, options, 1)[0]
-            if (need := _cpu_need(model, scale, batch, checkpointed)) <= available_bytes()
-            else _skipped(model, scale, batch, checkpointed, need)
+            _workers((model,), scale, batch, checkpointing, options, 1)[0]
+            if (need := _cpu_need(model, scale, batch, checkpointing)) <= available_bytes()
+            else _skipped(model, scale, batch, checkpointing, need)
             for model in models
         ]
-    results = _workers(models, scale, batch, checkpointed, options, len(models))
+    results = _workers(models, scale, batch, checkpointing, options, len(models))
     for i, result in enumerate(results):
         if result.get("out_of_memory"):
-            results[i] = _workers((models[i],), scale, batch, checkpointed, options, 1)[0]
+            results[i] = _workers((models[i],), scale, batch, checkpointing, options, 1)[0]
     return results
 
 
-def _cpu_need(model: str, scale: Scale, batch: int, checkpointed: bool) -> int:
-    return analytic_peak(model, scale, batch, "fp32", checkpointed)["total"] + HOST_BASELINE
+def _cpu_need(model: str, scale: Scale, batch: int, checkpointing: str) -> int:
+    return analytic_peak(model, scale, batch, "fp32", checkpointing)["total"] + HOST_BASELINE
 
 
-def _skipped(model: str, scale: Scale, batch: int, checkpointed: bool, need: int) -> dict:
-    estimate = analytic_peak(model, scale, batch, "fp32", checkpointed)
+def _skipped(model: str, scale: Scale, batch: int, checkpointing: str, need: int) -> dict:
+    estimate = analytic_peak(model, scale, batch, "fp32", checkpointing)
     return {
         "model": model,
         "scale": scale.name,
         "vocab_size": scale.vocab_size,
         "batch": batch,
-        "checkpointed": checkpointed,
+        "checkpointing": checkpointing,
         "parameters": estimate["parameters"],
         "n_blocks": estimate["n_blocks"],
         "peak_bytes": None,
@@ -169,7 +179,7 @@ def _workers(
     models: tuple[str, ...],
     scale: Scale,
     batch: int,
-    checkpointed: bool,
+    checkpointing: str,
     options: MemoryOptions,
     at_once: int,
 ) -> list[dict]:
@@ -191,7 +201,7 @@ def _workers(
                 "batch": batch,
                 "device": options.device,
                 "dropout": options.dropout,
-                "checkpointed": checkpointed,
+                "checkpointing": checkpointing,
             }
             command = [sys.executable, "-m", "tdlm_bench.memory_worker", json.dumps(args)]
             pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
@@ -223,12 +233,12 @@ def memory_scales(options: MemoryOptions) -> list[Scale]:
 
 def paper_regime(scale: Scale) -> list[dict]:
     """The analytic estimate in the paper's regime (bf16 autocast, 16 x 1024 tokens per GPU) at
-    ``scale``'s vocabulary, per model, with and without checkpointing, on 1 and 8 GPUs (FSDP)."""
+    ``scale``'s vocabulary, per model and checkpointing mode, on 1 and 8 GPUs (FSDP)."""
     return [
         {"model": model, "vocab_size": scale.vocab_size, "checkpointing": mode, "gpus": gpus}
-        | analytic_peak(model, scale, 16, "bf16", mode == "all", gpus)
+        | analytic_peak(model, scale, 16, "bf16", mode, gpus)
         for gpus in (1, 8)
-        for mode in ("off", "all")
+        for mode in _MODE_LABEL
         for model in MODELS
     ]
 
@@ -241,19 +251,20 @@ def run_memory(options: MemoryOptions, log=print) -> dict:
     """Sweep scales x batches x models; write memory.json/.md/.png; return the figures."""
     scales = memory_scales(options)
     modes = set(options.checkpointing)
-    if not modes or modes - {"off", "all"}:
-        raise UserError(f"--checkpointing takes off and/or all, got {options.checkpointing}")
+    if not modes or modes - set(_MODE_LABEL):
+        raise UserError(
+            f"--checkpointing takes off, selective and/or all, got {options.checkpointing}"
+        )
     device = torch.device(options.device)
     precision = "bf16" if device.type == "cuda" else "fp32"
     rows = []
     for scale in scales:
         for mode in options.checkpointing:
-            checkpointed = mode == "all"
             for batch in _batches(options):
-                out = _measure(MODELS, scale, batch, checkpointed, options)
+                out = _measure(MODELS, scale, batch, mode, options)
                 for model, result in zip(MODELS, out, strict=True):
                     result["vocab_size"] = scale.vocab_size
-                    result["analytic"] = analytic_peak(model, scale, batch, precision, checkpointed)
+                    result["analytic"] = analytic_peak(model, scale, batch, precision, mode)
                     log(
                         f"{_label(scale.name, scale.vocab_size)} {model} batch {batch} "
                         f"checkpointing {mode}: "
@@ -309,15 +320,15 @@ def memory_markdown(figures: dict) -> str:
     rows = figures["measurements"]
     table = []
     keyed = {
-        (r["scale"], r["vocab_size"], r["checkpointed"], r["batch"], r["model"]): r for r in rows
+        (r["scale"], r["vocab_size"], r["checkpointing"], r["batch"], r["model"]): r for r in rows
     }
-    for scale, vocab, checkpointed, batch in dict.fromkeys(
-        (r["scale"], r["vocab_size"], r["checkpointed"], r["batch"]) for r in rows
+    for scale, vocab, checkpointing, batch in dict.fromkeys(
+        (r["scale"], r["vocab_size"], r["checkpointing"], r["batch"]) for r in rows
     ):
-        cells = [keyed[(scale, vocab, checkpointed, batch, m)] for m in MODELS]
+        cells = [keyed[(scale, vocab, checkpointing, batch, m)] for m in MODELS]
         peaks = [c.get("peak_bytes") for c in cells]
         table.append(
-            [scale, f"{vocab:,}", "all blocks" if checkpointed else "off", batch]
+            [scale, f"{vocab:,}", _MODE_LABEL[checkpointing], batch]
             + [_cell(c) for c in cells]
             + [_ratio(peaks[2], peaks[0]), _ratio(peaks[2], peaks[1])]
         )
@@ -405,32 +416,30 @@ def _plot(rows: list[dict], curve: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(scales) + 1, figsize=(5 * (len(scales) + 1), 4))
     for ax, scale in zip(axes, scales, strict=False):
         here = [r for r in rows if (r["scale"], r["vocab_size"]) == scale]
+        modes = [m for m in _MODE_LABEL if any(r["checkpointing"] == m for r in here)]
         for model in MODELS:
-            mine = [r for r in here if r["model"] == model and not r["checkpointed"]]
-            got = [r for r in mine if r.get("peak_bytes")]
-            line = ax.plot(
-                [r["batch"] for r in got],
-                [r["peak_bytes"] / 2**30 for r in got],
-                "o-",
-                label=f"{model} measured",
-            )[0]
-            recomputed = [
-                r for r in here if r["model"] == model and r["checkpointed"] and r.get("peak_bytes")
-            ]
-            ax.plot(
-                [r["batch"] for r in recomputed],
-                [r["peak_bytes"] / 2**30 for r in recomputed],
-                "s:",
-                color=line.get_color(),
-                label=f"{model} measured, checkpointed blocks",
-            )
-            ax.plot(
-                [r["batch"] for r in mine],
-                [r["analytic"]["total"] / 2**30 for r in mine],
-                "--",
-                color=line.get_color(),
-                label=f"{model} analytic",
-            )
+            color = None
+            for mode, marker in zip(modes, "os^", strict=False):
+                mine = [r for r in here if r["model"] == model and r["checkpointing"] == mode]
+                got = [r for r in mine if r.get("peak_bytes")]
+                line = ax.plot(
+                    [r["batch"] for r in got],
+                    [r["peak_bytes"] / 2**30 for r in got],
+                    marker=marker,
+                    ls="-" if mode == "off" else ":",
+                    color=color,
+                    label=f"{model} measured"
+                    + ("" if mode == "off" else f", checkpointing {_MODE_LABEL[mode]}"),
+                )[0]
+                color = line.get_color()
+                ax.plot(
+                    [r["batch"] for r in mine],
+                    [r["analytic"]["total"] / 2**30 for r in mine],
+                    "--",
+                    lw=0.8,
+                    color=color,
+                    label=f"{model} analytic" if mode == modes[0] else None,
+                )
         ax.set(xlabel="batch (sequences)", ylabel="peak GiB", title=f"{_label(*scale)}, measured")
         ax.legend(fontsize=7)
     ax = axes[-1]

@@ -35,11 +35,11 @@ def _status_kib(field: str) -> int:
 
 
 def measure_step_memory(
-    model: str, scale: Scale, batch: int, device: str, dropout: float, checkpointed: bool
+    model: str, scale: Scale, batch: int, device: str, dropout: float, checkpointing: str
 ) -> dict:
     """Peak bytes of one training step (see the module doc for the method)."""
     dev = torch.device(device)
-    contender = build_contender(model, scale, dev, dropout=dropout, checkpointed=checkpointed)
+    contender = build_contender(model, scale, dev, dropout=dropout, checkpointing=checkpointing)
     param_bytes = sum(p.numel() * p.element_size() for p in contender.model.parameters())
     # AdamW's moments as in a long run: one step on zero gradients (moments 0, weights kept).
     for parameter in contender.model.parameters():
@@ -72,7 +72,7 @@ def measure_step_memory(
         "scale": scale.name,
         "batch": batch,
         "device": device,
-        "checkpointed": checkpointed,
+        "checkpointing": checkpointing,
         "parameters": contender.parameters,
         "n_blocks": contender.model.config.n_blocks,
         "peak_bytes": int(peak),

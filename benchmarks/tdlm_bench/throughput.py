@@ -19,6 +19,12 @@ over its levels), ``batch x length`` tokens per run.
 sampling runs, untimed, pay for compiling both the training and the sampling graphs).
 ``--sample-steps 0`` times training only.
 
+``--checkpointing off,selective,all`` times each model's training step in each of these
+activation-checkpointing modes (the same model switched between them, interleaved within every
+round): the first mode is the report's main result; each further one is reported with its
+tokens/s, its ratio to MDLM in that mode and its cost, the per-round ratio to the same model's
+tokens/s in the first mode.
+
 ``--vocab-sizes`` runs the scale at each of those N in turn (issue 15). On the CPU, where the
 three models (weights, gradients and AdamW states: 16 bytes per parameter each) and one step's
 working set would not fit in the memory available together (by :func:`.memory.analytic_peak`:
@@ -58,6 +64,7 @@ class ThroughputOptions:
     matmul_size: int = 2048
     device: str = "cpu"
     compile: bool = False  # torch.compile every backbone (compiling happens in the warm-up)
+    checkpointing: tuple[str, ...] = ("off",)  # off | selective | all; the first is the main one
     out_dir: Path = Path("runs/bench/throughput")
 
 
@@ -66,6 +73,9 @@ def step_flops(config: DiTConfig, batch: int, length: int) -> int:
     d, hidden = config.width, config.hidden_size
     per_token = config.n_blocks * (4 * d * d + 2 * d * hidden) + d * config.shape.num_slots
     return 6 * per_token * batch * length + 12 * config.n_blocks * batch * length**2 * d
+
+
+_RECOMPUTE = {"off": ("none", "full"), "selective": ("all", "selective"), "all": ("all", "full")}
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -96,6 +106,9 @@ def run_throughput(options: ThroughputOptions, log=print) -> dict:
     scales = throughput_scales(options)
     if min(options.rounds, options.train_steps, options.batch) < 1 or options.sample_steps < 0:
         raise UserError("--rounds, --train-steps and --batch must be >= 1 and --sample-steps >= 0")
+    modes = options.checkpointing
+    if not modes or set(modes) - set(_RECOMPUTE) or len(set(modes)) < len(modes):
+        raise UserError(f"--checkpointing takes off, selective and/or all, got {modes}")
     device = torch.device(options.device)
     runs = [_run_scale(scale, options, device, log) for scale in scales]
     figures = {
@@ -131,7 +144,8 @@ def _run_scale(scale: Scale, options: ThroughputOptions, device: torch.device, l
     label = f"{scale.name} N={scale.vocab_size:,}"
     log(f"{label}: " + ("models interleaved" if together else "one model at a time"))
     timed(lambda: a @ a, device=device)  # warm-up: a cold GPU's first matmul runs at a third speed
-    train = {m: [] for m in MODELS}
+    modes = options.checkpointing
+    train = {(m, mode): [] for m in MODELS for mode in modes}
     sample = {m: [] for m in MODELS}
     matmul = {m: [] for m in MODELS}  # the reference rate of each model's rounds
     shape = {}
@@ -152,49 +166,66 @@ def _run_scale(scale: Scale, options: ThroughputOptions, device: torch.device, l
             rate = 2 * options.matmul_size**3 / timed(lambda: a @ a, device=device)[0]
             for m, contender in contenders.items():
                 matmul[m].append(rate)
-                seconds, _ = timed(
-                    lambda c=contender: [c.train_step(x) for _ in range(options.train_steps)],
-                    device=device,
-                )
-                train[m].append(options.train_steps * x.numel() / seconds)
+                for mode in modes:
+                    contender.model.checkpoint_blocks(*_RECOMPUTE[mode])
+                    seconds, _ = timed(
+                        lambda c=contender: [c.train_step(x) for _ in range(options.train_steps)],
+                        device=device,
+                    )
+                    train[m, mode].append(options.train_steps * x.numel() / seconds)
                 if options.sample_steps:
                     seconds, _ = timed(lambda c=contender: sample_run(c), device=device)
                     sample[m].append(options.sample_batch * scale.seq_len / seconds)
             log(
                 f"{label} round {r + 1}/{options.rounds}: train tok/s "
-                + ", ".join(f"{m} {train[m][-1]:,.0f}" for m in group)
+                + ", ".join(f"{m} {train[m, modes[0]][-1]:,.0f}" for m in group)
             )
         del contenders
         gc.collect()  # the next group's models need this one's memory
 
-    def ratio(values: dict[str, list[float]], m: str) -> float | None:
-        if not values[m]:
+    def ratio(values: list[float], to: list[float]) -> float | None:
+        if not values:
             return None
-        return statistics.median([t / b for t, b in zip(values[m], values["mdlm"], strict=True)])
+        return statistics.median([t / b for t, b in zip(values, to, strict=True)])
 
-    models = {}
-    for m in MODELS:
+    def speed(m: str, mode: str) -> dict:
         parameters, n_blocks, flops = shape[m]
-        tokens = x.numel()
-        mfu = [t / tokens * flops / rate for t, rate in zip(train[m], matmul[m], strict=True)]
-        models[m] = {
+        rounds = train[m, mode]
+        mfu = [t / x.numel() * flops / rate for t, rate in zip(rounds, matmul[m], strict=True)]
+        return {
             "parameters": parameters,
             "n_blocks": n_blocks,
             "step_flops": flops,
-            "train_tokens_per_s": _stats(train[m]),
-            "train_tokens_per_s_rounds": train[m],
-            "sample_tokens_per_s": _stats(sample[m]) if sample[m] else None,
+            "train_tokens_per_s": _stats(rounds),
+            "train_tokens_per_s_rounds": rounds,
             "mfu": _stats(mfu),
-            "train_ratio_to_mdlm": ratio(train, m),
-            "sample_ratio_to_mdlm": ratio(sample, m),
+            "train_ratio_to_mdlm": ratio(rounds, train["mdlm", mode]),
         }
+
+    models = {
+        m: speed(m, modes[0])
+        | {
+            "sample_tokens_per_s": _stats(sample[m]) if sample[m] else None,
+            "sample_ratio_to_mdlm": ratio(sample[m], sample["mdlm"]),
+        }
+        for m in MODELS
+    }
+    recomputed = {
+        mode: {
+            m: speed(m, mode) | {"ratio_to_main_mode": ratio(train[m, mode], train[m, modes[0]])}
+            for m in MODELS
+        }
+        for mode in modes[1:]
+    }
     return {
         "scale": scale.name,
         "vocab_size": scale.vocab_size,
         "seq_len": scale.seq_len,
         "interleaved": together,
         "matmul_flops_per_s": _stats([r for m in MODELS for r in matmul[m]]),
+        "checkpointing": modes[0],
         "models": models,
+        "other_checkpointing": recomputed,
     }
 
 
@@ -225,6 +256,21 @@ def throughput_markdown(figures: dict) -> str:
         for run in figures["runs"]
         for m, r in run["models"].items()
     ]
+    others = [
+        [
+            run["scale"],
+            f"{run['vocab_size']:,}",
+            mode,
+            m,
+            cell(r["train_tokens_per_s"]),
+            ratio(r["train_ratio_to_mdlm"]),
+            ratio(r["ratio_to_main_mode"]),
+        ]
+        for run in figures["runs"]
+        for mode, models in run.get("other_checkpointing", {}).items()
+        for m, r in models.items()
+    ]
+    main_mode = figures["runs"][0].get("checkpointing", "off")
     rates = ", ".join(
         f"{run['matmul_flops_per_s']['median'] / 1e9:,.1f}" for run in figures["runs"]
     )
@@ -237,7 +283,7 @@ def throughput_markdown(figures: dict) -> str:
         [
             f"Training batch {o['batch']}, {o['rounds']} rounds of {o['train_steps']} steps per "
             f"model{', torch.compile' if o.get('compile') == 'True' else ''}; {sampling}; "
-            f"{env['device']} {env['device_name']}, "
+            f"activation checkpointing {main_mode}; {env['device']} {env['device_name']}, "
             f"{env['threads']} torch thread(s), torch {env['torch']}, {env['date']}, "
             f"commit {env['git_commit']}. Median (min-max) over rounds; ratios are medians of "
             f"per-round ratios; matmul {rates} GFLOP/s (median per scale, "
@@ -257,6 +303,27 @@ def throughput_markdown(figures: dict) -> str:
                     "MFU",
                 ],
                 rows,
+            ),
+            *(
+                [
+                    "The same training steps, interleaved with those above, in other activation "
+                    f"checkpointing modes (above: {main_mode}); / MDLM is to MDLM in the same "
+                    f"mode, / {main_mode} to the same model's tokens/s above (its cost):",
+                    markdown_table(
+                        [
+                            "scale",
+                            "N",
+                            "checkpointing",
+                            "model",
+                            "train tokens/s",
+                            "/ MDLM",
+                            f"/ {main_mode}",
+                        ],
+                        others,
+                    ),
+                ]
+                if others
+                else []
             ),
         ]
     )

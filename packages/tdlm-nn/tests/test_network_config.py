@@ -50,6 +50,7 @@ def test_n_blocks_zero_keeps_the_presets_depth(tree_shape):
         ("checkpoint_blocks", "1.5"),
         ("checkpoint_blocks", "0;1"),
         ("checkpoint_blocks", "All"),
+        ("recompute", "partial"),
     ],
 )
 def test_a_bad_value_names_its_field(field, value):
@@ -71,6 +72,12 @@ def test_checkpoint_blocks_reach_the_model(tree_shape, text, parsed, checkpointe
     network = NetworkConfig(n_blocks=4, checkpoint_blocks=text)
     assert network.blocks_to_checkpoint() == parsed
     assert network.build(tree_shape).checkpointed_blocks == checkpointed
+
+
+def test_recompute_reaches_the_model(tree_shape):
+    assert NetworkConfig().build(tree_shape).recompute == "full"
+    network = NetworkConfig(checkpoint_blocks="all", recompute="selective")
+    assert network.build(tree_shape).recompute == "selective"
 
 
 @pytest.mark.parametrize("text", ["2", "-3"])

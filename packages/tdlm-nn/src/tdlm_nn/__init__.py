@@ -13,6 +13,7 @@ from .layers import Conditioning, DiTBlock, LayerNorm, apply_rotary, modulate, r
 from .model import DiTBackbone, DiTConfig, TreeDiT
 from .params import ParamBreakdown, breakdown_table, match_budget, param_breakdown
 from .presets import PRESETS, NetworkConfig, medium, preset, small, tiny
+from .recompute import RECOMPUTE_MODES
 from .shape import TreeShape
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ATTENTION_BACKENDS",
     "PRESETS",
+    "RECOMPUTE_MODES",
     "Conditioning",
     "DiTBackbone",
     "DiTBlock",

@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from .attention import ATTENTION_BACKENDS, resolve_attention
 from .heads import NodeEmbedding, TreeHead
 from .layers import Conditioning, DiTBlock, LayerNorm, modulate, rotary_tables
+from .recompute import RECOMPUTE_MODES, recomputed
 from .shape import TreeShape
 
 __all__ = ["DiTBackbone", "DiTConfig", "TreeDiT"]
@@ -91,12 +91,12 @@ class DiTBackbone(nn.Module):
     control flow.
 
     Activation checkpointing (``checkpointed``, a set of block indices; empty by default): a
-    checkpointed block keeps only its input for the backward pass and recomputes its inside
-    there, trading one more forward of that block for its activations (about 62 D bf16 bytes
-    per token). Non-reentrant ``torch.utils.checkpoint`` with the RNG state preserved, so the
-    recomputed dropout masks equal the forward's and the gradients are those of the plain
-    block. It changes memory and time, never the function, so it is a runtime setting
-    (:meth:`TreeDiT.checkpoint_blocks`) and not part of :class:`DiTConfig`.
+    checkpointed block recomputes activations in the backward pass instead of keeping them,
+    everything but its input (``recompute = "full"``, one more forward of the block) or only its
+    elementwise ops (``"selective"``, keeping the matmul and attention outputs; see
+    :mod:`.recompute`). The recomputed dropout masks equal the forward's and the gradients are
+    those of the plain block. It changes memory and time, never the function, so it is a
+    runtime setting (:meth:`TreeDiT.checkpoint_blocks`) and not part of :class:`DiTConfig`.
     """
 
     def __init__(self, config: DiTConfig) -> None:
@@ -114,13 +114,14 @@ class DiTBackbone(nn.Module):
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
         self.checkpointed: frozenset[int] = frozenset()
+        self.recompute = "full"
 
     def forward(self, x: Float[Tensor, "b l d"], c: Float[Tensor, "b c"]) -> Float[Tensor, "b l d"]:
         cos, sin = rotary_tables(x.shape[1], self.head_dim, self.rotary_base, x.device)
         recompute = torch.is_grad_enabled()  # without a backward pass there is nothing to save
         for i, block in enumerate(self.blocks):
             if recompute and i in self.checkpointed:
-                x = checkpoint(block, x, c, cos, sin, use_reentrant=False)
+                x = recomputed(block, self.recompute, x, c, cos, sin)
             else:
                 x = block(x, c, cos, sin)
         shift, scale = self.modulation(c).chunk(2, dim=-1)
@@ -154,12 +155,16 @@ class TreeDiT(nn.Module):
         """The concrete attention backend the last forward pass used."""
         return self.backbone.blocks[0].backend
 
-    def checkpoint_blocks(self, blocks: Iterable[int] | str) -> None:
+    def checkpoint_blocks(self, blocks: Iterable[int] | str, recompute: str = "full") -> None:
         """Recompute these blocks' activations in the backward pass (see :class:`DiTBackbone`).
 
         ``blocks``: block indices (negative ones count from the end, as in Python), ``"all"`` or
-        ``"none"``/empty. Replaces the previous choice.
+        ``"none"``/empty. ``recompute``: ``"full"`` (keep only each block's input) or
+        ``"selective"`` (also keep its matmul and attention outputs). Replaces the previous
+        choice.
         """
+        if recompute not in RECOMPUTE_MODES:
+            raise ValueError(f"recompute must be one of {RECOMPUTE_MODES}, got {recompute!r}")
         n = self.config.n_blocks
         if isinstance(blocks, str):
             if blocks not in ("all", "none"):
@@ -173,11 +178,17 @@ class TreeDiT(nn.Module):
         if bad:
             raise ValueError(f"checkpoint_blocks: no block {bad} in a {n}-block model")
         self.backbone.checkpointed = frozenset(i % n for i in chosen)
+        self.backbone.recompute = recompute
 
     @property
     def checkpointed_blocks(self) -> tuple[int, ...]:
         """The blocks recomputed in the backward pass, in order."""
         return tuple(sorted(self.backbone.checkpointed))
+
+    @property
+    def recompute(self) -> str:
+        """What the checkpointed blocks recompute: ``"full"`` or ``"selective"``."""
+        return self.backbone.recompute
 
     def _set_attention(self, device: torch.device) -> None:
         # Decided eagerly, outside any compiled region (a compiled backbone then guards on it).

@@ -26,6 +26,7 @@ import torch
 from .attention import ATTENTION_BACKENDS, resolve_attention
 from .model import DiTConfig, TreeDiT
 from .params import breakdown_table, match_budget
+from .recompute import RECOMPUTE_MODES
 from .shape import TreeShape
 
 __all__ = ["PRESETS", "NetworkConfig", "medium", "preset", "small", "tiny"]
@@ -86,6 +87,7 @@ class NetworkConfig:
     time_conditioning: bool = False  # condition on (level, s) instead of the level only
     compile: bool = False  # torch.compile the backbone
     checkpoint_blocks: str = ""  # recompute these blocks in backward: all | 0,2,-1 | "" (none)
+    recompute: str = "full"  # checkpointed blocks keep: full (input only) | selective (+ matmuls)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -101,6 +103,8 @@ class NetworkConfig:
                 f"n_blocks must be 0 (the preset's depth) or more, got {self.n_blocks}"
             )
         self.blocks_to_checkpoint()  # a malformed list fails here, not mid-run
+        if self.recompute not in RECOMPUTE_MODES:
+            raise ValueError(f"recompute must be one of {RECOMPUTE_MODES}, got {self.recompute!r}")
 
     def blocks_to_checkpoint(self) -> tuple[int, ...] | str:
         """``checkpoint_blocks`` as :meth:`TreeDiT.checkpoint_blocks` takes it."""
@@ -134,7 +138,7 @@ class NetworkConfig:
         if device is not None:
             resolve_attention(self.attention, torch.device(device))
         model = self.dit_config(shape).build().to(device)
-        model.checkpoint_blocks(self.blocks_to_checkpoint())
+        model.checkpoint_blocks(self.blocks_to_checkpoint(), self.recompute)
         if self.compile:
             model.backbone.compile()
         return model

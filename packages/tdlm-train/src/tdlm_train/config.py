@@ -207,6 +207,7 @@ class RunConfig:
             "sample_count",
             # Recomputing activations changes memory and time, never the function or the state.
             "model.checkpoint_blocks",
+            "model.recompute",
         }
         mine, theirs = _flat(dataclasses.asdict(self)), _flat(dataclasses.asdict(saved))
         return [
