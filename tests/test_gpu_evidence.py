@@ -27,11 +27,13 @@ def test_dry_run_passes_every_check_and_writes_every_table(tmp_path):
     )
     assert {"training step: tdlm", "sampler: mdlm", "apps/train on the device"} <= set(statuses)
     memory = evidence["memory"]["measurements"]
-    assert {(r["model"], r["checkpointed"]) for r in memory} == {
-        (m, c) for m in ("mdlm", "mdlm-chunked", "tdlm") for c in (False, True)
+    assert {(r["model"], r["checkpointing"]) for r in memory} == {
+        (m, c) for m in ("mdlm", "mdlm-chunked", "tdlm") for c in ("off", "selective", "all")
     }
     for key in ("throughput", "throughput_compiled"):
         assert evidence[key]["runs"][0]["models"]["tdlm"]["train_tokens_per_s"]["median"] > 0
+    recomputed = evidence["throughput"]["runs"][0]["other_checkpointing"]
+    assert set(recomputed) == {"selective", "all"}
     text = (tmp_path / "evidence.md").read_text()
     for heading in ("## Correctness", "## Memory", "## Throughput, eager", "torch.compile"):
         assert heading in text
