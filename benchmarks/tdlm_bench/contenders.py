@@ -41,6 +41,7 @@ from tdlm_tree import VocabTree, flat_tree, random_tree
 from .chunked import chunked_loss
 
 __all__ = [
+    "CHECKPOINTING",
     "MODELS",
     "SCALES",
     "Scale",
@@ -142,6 +143,10 @@ class Contender:
         return float(loss.detach())
 
 
+# The benches' activation-checkpointing modes, as TreeDiT.checkpoint_blocks(blocks, recompute).
+CHECKPOINTING = {"off": ("none", "full"), "selective": ("all", "selective"), "all": ("all", "full")}
+
+
 def build_contender(
     model: str,
     scale: Scale,
@@ -156,10 +161,9 @@ def build_contender(
     torch.manual_seed(seed)
     process = TreeProcess(_tree(model, scale)).to(device)
     network = contender_config(model, scale, dropout=dropout).build().to(device).train()
-    if checkpointing not in ("off", "selective", "all"):
+    if checkpointing not in CHECKPOINTING:
         raise ValueError(f"checkpointing: off, selective or all, not {checkpointing!r}")
-    blocks = "none" if checkpointing == "off" else "all"
-    network.checkpoint_blocks(blocks, "selective" if checkpointing == "selective" else "full")
+    network.checkpoint_blocks(*CHECKPOINTING[checkpointing])
     optimizer = torch.optim.AdamW(network.parameters(), lr=3e-4, betas=(0.9, 0.999), eps=1e-8)
     return Contender(model, process, network, optimizer)
 

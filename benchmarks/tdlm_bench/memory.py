@@ -54,7 +54,7 @@ from tdlm_nn import DiTConfig, param_breakdown
 from tdlm_train.errors import UserError
 
 from .chunked import chunk_positions
-from .contenders import MODELS, SCALES, Scale, bench_scales, contender_config
+from .contenders import CHECKPOINTING, MODELS, SCALES, Scale, bench_scales, contender_config
 from .report import environment, markdown_table, mib, pyplot, write_report
 
 __all__ = ["MemoryOptions", "analytic_peak", "memory_scales", "paper_regime", "run_memory"]
@@ -238,7 +238,7 @@ def paper_regime(scale: Scale) -> list[dict]:
         {"model": model, "vocab_size": scale.vocab_size, "checkpointing": mode, "gpus": gpus}
         | analytic_peak(model, scale, 16, "bf16", mode, gpus)
         for gpus in (1, 8)
-        for mode in _MODE_LABEL
+        for mode in CHECKPOINTING
         for model in MODELS
     ]
 
@@ -251,7 +251,7 @@ def run_memory(options: MemoryOptions, log=print) -> dict:
     """Sweep scales x batches x models; write memory.json/.md/.png; return the figures."""
     scales = memory_scales(options)
     modes = set(options.checkpointing)
-    if not modes or modes - set(_MODE_LABEL):
+    if not modes or modes - set(CHECKPOINTING):
         raise UserError(
             f"--checkpointing takes off, selective and/or all, got {options.checkpointing}"
         )

@@ -44,7 +44,15 @@ from tdlm_diffusion import SamplerConfig, ancestral_sample
 from tdlm_nn import DiTConfig
 from tdlm_train.errors import UserError
 
-from .contenders import MODELS, Contender, Scale, bench_scales, build_contender, synthetic_tokens
+from .contenders import (
+    CHECKPOINTING,
+    MODELS,
+    Contender,
+    Scale,
+    bench_scales,
+    build_contender,
+    synthetic_tokens,
+)
 from .memory import HOST_BASELINE, analytic_peak, available_bytes
 from .report import environment, markdown_table, write_report
 from .timing import timed
@@ -73,9 +81,6 @@ def step_flops(config: DiTConfig, batch: int, length: int) -> int:
     d, hidden = config.width, config.hidden_size
     per_token = config.n_blocks * (4 * d * d + 2 * d * hidden) + d * config.shape.num_slots
     return 6 * per_token * batch * length + 12 * config.n_blocks * batch * length**2 * d
-
-
-_RECOMPUTE = {"off": ("none", "full"), "selective": ("all", "selective"), "all": ("all", "full")}
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -107,7 +112,7 @@ def run_throughput(options: ThroughputOptions, log=print) -> dict:
     if min(options.rounds, options.train_steps, options.batch) < 1 or options.sample_steps < 0:
         raise UserError("--rounds, --train-steps and --batch must be >= 1 and --sample-steps >= 0")
     modes = options.checkpointing
-    if not modes or set(modes) - set(_RECOMPUTE) or len(set(modes)) < len(modes):
+    if not modes or set(modes) - set(CHECKPOINTING) or len(set(modes)) < len(modes):
         raise UserError(f"--checkpointing takes off, selective and/or all, got {modes}")
     device = torch.device(options.device)
     runs = [_run_scale(scale, options, device, log) for scale in scales]
@@ -167,7 +172,7 @@ def _run_scale(scale: Scale, options: ThroughputOptions, device: torch.device, l
             for m, contender in contenders.items():
                 matmul[m].append(rate)
                 for mode in modes:
-                    contender.model.checkpoint_blocks(*_RECOMPUTE[mode])
+                    contender.model.checkpoint_blocks(*CHECKPOINTING[mode])
                     seconds, _ = timed(
                         lambda c=contender: [c.train_step(x) for _ in range(options.train_steps)],
                         device=device,
