@@ -181,7 +181,9 @@ def test_quality_bench(tmp_path, corpus, cache):
         v = run["validation"]
         assert sum(v["level_nelbo"]) == pytest.approx(v["nelbo"])
         assert run["curve"] and run["curve"][-1]["step"] >= budget["steps"]
-        assert all(0 <= e <= math.log(32) for e in run["unigram_entropy"]["per_sample"])
+        # At most log(32) nats for 32 tokens (all distinct), up to the rounding of its sum.
+        entropies = run["unigram_entropy"]["per_sample"]
+        assert all(0 <= e <= math.log(32) + 1e-12 for e in entropies), entropies
         # Chain rule: every tree splits the same unigram entropy (same seed, same counts).
         assert sum(run["tree_entropy"]) == pytest.approx(figures["runs"][0]["tree_entropy"][0])
     # The two-stage embedding tree: a stage-1 MDLM's tokens count, its embeddings made the tree.
