@@ -21,8 +21,13 @@ def unchecked_while_compiling(monkeypatch):
 
 
 @pytest.mark.slow
-def test_compiled_backbone_matches_eager(tree_shape, build, inputs, unchecked_while_compiling):
+@pytest.mark.parametrize("checkpointing", [("none", "full"), ("all", "selective")])
+def test_compiled_backbone_matches_eager(
+    tree_shape, build, inputs, unchecked_while_compiling, checkpointing
+):
+    # Selective recomputation's checkpoint policy is traced by dynamo too.
     model = build(tree_shape, n_blocks=1)
+    model.checkpoint_blocks(*checkpointing)
     nodes, level = inputs(tree_shape, batch=2, length=8)
     eager = model(nodes, level)
     eager.square().sum().backward()
