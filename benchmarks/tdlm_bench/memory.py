@@ -98,8 +98,7 @@ def analytic_peak(
     tokens = batch * scale.seq_len
     per_block = {"fp32": 94 * d, "bf16": 64 * d}[precision]
     product = {"fp32": 4, "bf16": 2}[precision]  # bytes of a matmul output
-    kept = {"off": per_block, "selective": 4 * d + product * (6 * d + config.hidden_size)}
-    kept["all"] = 4 * d
+    kept = {"selective": 4 * d + product * (6 * d + config.hidden_size), "all": 4 * d}
     saved = n * per_block if checkpointing == "off" else n * kept[checkpointing] + per_block
     activations = tokens * (saved + (10 + 4) * d * 4)
     width = config.shape.num_slots
