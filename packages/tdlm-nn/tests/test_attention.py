@@ -25,6 +25,30 @@ def test_sdpa_matches_math_in_fp32():
     assert _relative_error(attend(q, k, v, "sdpa"), attend(q, k, v, "math")) <= 1e-5
 
 
+def test_causal_sdpa_matches_causal_math_and_sees_no_future():
+    q, k, v = _qkv()
+    causal = attend(q, k, v, "math", causal=True)
+    assert _relative_error(attend(q, k, v, "sdpa", causal=True), causal) <= 1e-5
+    # Position i reads positions <= i only: changing the last key and value moves nothing else.
+    k2, v2 = k.clone(), v.clone()
+    k2[:, -1], v2[:, -1] = 5.0, -3.0
+    moved = attend(q, k2, v2, "math", causal=True)
+    torch.testing.assert_close(moved[:, :-1], causal[:, :-1], rtol=0, atol=0)
+    assert not torch.allclose(moved[:, -1], causal[:, -1])
+    # and without the mask every position moves.
+    assert not torch.allclose(attend(q, k2, v2, "math")[:, 0], attend(q, k, v, "math")[:, 0])
+
+
+def test_a_causal_model_is_a_function_of_the_prefix(tree_shape, build, inputs):
+    nodes, level = inputs(tree_shape, length=12)
+    for backend in ("math", "sdpa"):
+        model = build(tree_shape, attention=backend, causal=True)
+        changed = nodes.clone()
+        changed[:, 7:] = (changed[:, 7:] + 1) % tree_shape.num_nodes
+        torch.testing.assert_close(model(changed, level)[:, :7], model(nodes, level)[:, :7])
+        assert not torch.allclose(model(changed, level)[:, 7:], model(nodes, level)[:, 7:])
+
+
 def test_model_with_sdpa_matches_model_with_math(tree_shape, build, inputs):
     nodes, level = inputs(tree_shape)
     reference = build(tree_shape, attention="math")(nodes, level)

@@ -4,7 +4,8 @@ Tokens are the leaves of a vocabulary tree (``tdlm_tree.VocabTree``); noising mo
 up the tree one level at a time, so a network only ever chooses among a node's ``k`` children.
 This package holds the schedules, the forward process and its transition matrices, the ELBO
 (training loss and per-level evaluation), the ancestral sampler, and the conditioning of both on
-known positions (prompts, infilling: :mod:`.conditioning`). It knows no network: any callable
+known positions (prompts, infilling: :mod:`.conditioning`), and the masked-only and fused
+full-vocabulary training losses (:mod:`.head_loss`). It knows no network: any callable
 ``denoiser(nodes [b, l], level [b]) -> child logits [b, l, k]`` works (:mod:`.protocol`).
 """
 
@@ -28,6 +29,15 @@ from .estimators import (
     training_loss,
 )
 from .evaluation import NelboEstimate, bits_per_byte, evaluate_nelbo, perplexity
+from .head_loss import (
+    CHUNK_LOGITS,
+    FUSED_HEAD_LOSSES,
+    HEAD_LOSSES,
+    check_head_loss,
+    head_loss_unavailable,
+    linear_nll,
+    masked_nll_sum,
+)
 from .process import ForwardSample, TreeProcess
 from .protocol import Denoiser, TimeConditionedDenoiser
 from .sampler import (
@@ -57,6 +67,13 @@ from .validation import DiffusionInputError
 __version__ = "0.1.0"
 
 __all__ = [
+    "CHUNK_LOGITS",
+    "FUSED_HEAD_LOSSES",
+    "HEAD_LOSSES",
+    "check_head_loss",
+    "head_loss_unavailable",
+    "linear_nll",
+    "masked_nll_sum",
     "CONTEXT_MODES",
     "COUNT_ESTIMATORS",
     "ESTIMATORS",

@@ -25,8 +25,8 @@ share ``Δ_h`` of the batch (the levels are stratified across the batch) and the
 :func:`noised_batch` draws the state ``z`` and a per-sequence weight ``w`` such that
 ``w · Σ_ℓ 1[masked] CE`` estimates ``NELBO(x)``; :func:`training_loss` adds the network call and
 returns the per-token loss to backpropagate (optionally reweighted per level by ``λ_h``) and the
-unweighted estimate that gets logged. A loss computed elsewhere (e.g. a chunked full-vocabulary
-cross-entropy) uses the same :func:`noised_batch`, so every model trains on the same estimator.
+unweighted estimate that gets logged; its ``head_loss`` computes the masked cross-entropy from
+every position's logits or from the masked positions' only, fused or chunked (:mod:`.head_loss`).
 """
 
 from collections.abc import Sequence
@@ -38,12 +38,12 @@ from torch import Tensor
 
 from .conditioning import Context, check_scored
 from .elbo import (
-    _masked_nll_sum,
     harmonic_count,
     harmonic_number,
     low_discrepancy_times,
     masked_count,
 )
+from .head_loss import masked_nll_sum
 from .process import TreeProcess
 from .protocol import Denoiser, TimeConditionedDenoiser
 from .validation import DiffusionInputError, check_level_weights, check_tokens
@@ -175,6 +175,7 @@ def training_loss(
     level_weights: Sequence[float] | Float[Tensor, " h"] | None = None,
     generator: torch.Generator | None = None,
     context: Context | None = None,
+    head_loss: str = "full",
 ) -> TrainingLoss:
     """:func:`noised_batch`, the denoiser on ``z``, and the weighted masked cross-entropy.
 
@@ -186,11 +187,13 @@ def training_loss(
     which is then per unknown token (divided by ``Σ L_u``): the conditional NELBO
     ``-log p_θ(x_U | x_K)`` per scored token. A ``clean`` context trains the network to read
     clean context (e.g. a random prefix per sequence, as instruction-tuned masked LMs do).
+    ``head_loss`` is how the masked cross-entropy is computed (:mod:`.head_loss`: every
+    position's logits, the masked positions' only, or a fused kernel); it changes memory and
+    time, not the loss.
     """
     draw = noised_batch(process, x, estimator=estimator, cutoff=cutoff, generator=generator,
                         context=context)
-    logits = process.child_logits(denoiser, draw.z, draw.level, draw.s)
-    total = _masked_nll_sum(process, logits, x, draw.z, draw.level)
+    total = masked_nll_sum(process, denoiser, x, draw.z, draw.level, draw.s, head_loss)
     per_sequence = draw.weight.to(total.dtype) * total
     if level_weights is None:
         weighted = per_sequence

@@ -1,11 +1,14 @@
-"""Bidirectional multi-head attention behind one seam: ``xformers``, ``sdpa`` or ``math``.
+"""Multi-head attention behind one seam: ``xformers``, ``sdpa`` or ``math``.
 
 The DiT of MDLM/SEDD attends over the whole sequence without a mask (METHOD.md §4: every
-position sees every other). ``xformers`` is ``xformers.ops.memory_efficient_attention`` (CUDA
-only); ``sdpa`` is ``torch.nn.functional.scaled_dot_product_attention``; ``math`` is the explicit
+position sees every other); ``causal=True`` lets position i see positions <= i only (the
+autoregressive baseline, the same network with a causal mask). ``xformers`` is
+``xformers.ops.memory_efficient_attention`` (CUDA only); ``sdpa`` is
+``torch.nn.functional.scaled_dot_product_attention``; ``math`` is the explicit
 ``softmax(q k^T / sqrt(d)) v`` in fp32, the reference the others are tested against. ``auto``
 picks xformers where its compiled kernels work (they are built for one torch release: 0.0.35 for
-torch 2.10.x) and otherwise SDPA, and logs its choice once per device type.
+torch 2.10.x, the workspace's ``xformers`` dependency group) and otherwise SDPA, and logs its
+choice once per device type.
 """
 
 import logging
@@ -68,11 +71,17 @@ def resolve_attention(backend: str, device: torch.device) -> str:
 
 
 def _math_attention(
-    q: Float[Tensor, "b l h d"], k: Float[Tensor, "b l h d"], v: Float[Tensor, "b l h d"]
+    q: Float[Tensor, "b l h d"],
+    k: Float[Tensor, "b l h d"],
+    v: Float[Tensor, "b l h d"],
+    causal: bool,
 ) -> Float[Tensor, "b l h d"]:
     # The reference stays fp32 even under bf16 autocast.
     with torch.autocast(q.device.type, enabled=False):
         scores = torch.einsum("bqhd,bkhd->bhqk", q.float(), k.float()) / math.sqrt(q.shape[-1])
+        if causal:  # key j > query i is the future
+            future = torch.ones(q.shape[1], k.shape[1], dtype=torch.bool, device=q.device)
+            scores = scores.masked_fill(future.triu(1), float("-inf"))
         out = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(dim=-1), v.float())
     return out.to(q.dtype)
 
@@ -82,15 +91,19 @@ def attend(
     k: Float[Tensor, "b l h d"],
     v: Float[Tensor, "b l h d"],
     backend: str,
+    causal: bool = False,
 ) -> Float[Tensor, "b l h d"]:
-    """Unmasked attention of every position to every position with a concrete ``backend``."""
+    """Attention of every position to every position (``causal``: to itself and the ones
+    before it) with a concrete ``backend``."""
     if backend == "sdpa":
         q, k, v = (rearrange(t, "b l h d -> b h l d") for t in (q, k, v))
-        return rearrange(F.scaled_dot_product_attention(q, k, v), "b h l d -> b l h d")
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return rearrange(out, "b h l d -> b l h d")
     if backend == "xformers":
         import xformers.ops as xops  # resolve_attention has checked it loads
 
-        return xops.memory_efficient_attention(q, k, v)
+        bias = xops.LowerTriangularMask() if causal else None
+        return xops.memory_efficient_attention(q, k, v, attn_bias=bias)
     if backend == "math":
-        return _math_attention(q, k, v)
+        return _math_attention(q, k, v, causal)
     raise ValueError(f"attend needs a concrete backend (xformers, sdpa, math), got {backend!r}")

@@ -99,15 +99,24 @@ class Conditioning(nn.Module):
 
 
 class DiTBlock(nn.Module):
-    """One adaLN-Zero transformer block: gated attention and MLP residuals with dropout."""
+    """One adaLN-Zero transformer block: gated attention and MLP residuals with dropout
+    (``causal``: each position attends to itself and the positions before it)."""
 
     def __init__(
-        self, width: int, n_heads: int, cond_dim: int, mlp_hidden: int, dropout: float
+        self,
+        width: int,
+        n_heads: int,
+        cond_dim: int,
+        mlp_hidden: int,
+        dropout: float,
+        *,
+        causal: bool = False,
     ) -> None:
         super().__init__()
         if width % n_heads or (width // n_heads) % 2:
             raise ValueError(f"width {width} must split into {n_heads} heads of even size")
         self.n_heads = n_heads
+        self.causal = causal
         self.backend = "sdpa"  # concrete attention backend; TreeDiT sets it per device
         self.norm1 = LayerNorm(width)
         self.qkv = nn.Linear(width, 3 * width, bias=False)
@@ -133,7 +142,7 @@ class DiTBlock(nn.Module):
         qkv = self.qkv(modulate(self.norm1(x), shift1, scale1))
         qkv = rearrange(qkv, "b l (three h e) -> b l three h e", three=3, h=self.n_heads)
         q, k = apply_rotary(qkv[:, :, :2], cos, sin).unbind(dim=2)
-        att = attend(q, k, qkv[:, :, 2], self.backend)
+        att = attend(q, k, qkv[:, :, 2], self.backend, self.causal)
         att = self.dropout(self.out(rearrange(att, "b l h e -> b l (h e)")))
         x = torch.addcmul(x, gate1[:, None], att)
         mlp = self.mlp(modulate(self.norm2(x), shift2, scale2))

@@ -10,13 +10,20 @@ positions at level h+1 choose among their children at level h) and ``k = max_h k
 at or beyond a node's child count hold arbitrary values: the caller masks them to ``-inf``.
 A model configured with ``time_conditioning`` is called as ``model(nodes, level, s)``.
 
+A loss that needs the head's input rather than its output (logits at the masked positions only,
+a fused linear cross-entropy) passes ``readout=fn``: the model then returns
+``fn(hidden, weight, bias)`` — its final hidden states ``[b, l, D]`` and its head's maps
+``[maps, k, D]`` / ``[maps, k]`` (:class:`~tdlm_nn.heads.TreeHead`) — computed inside its own
+forward pass and precision context, so that DDP, FSDP and autocast see one ordinary call. The
+network still computes no loss: ``fn`` is the caller's.
+
 Precision: parameters are fp32 (master weights); on CUDA the backbone and head run under bf16
 autocast (``mixed_precision``), LayerNorms stay fp32, and the logits come out bf16 as in MDLM.
 On the CPU everything is fp32.
 """
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +47,9 @@ class DiTConfig:
 
     ``mlp_hidden`` defaults to ``4 * width``. ``cond_dim`` is the conditioning vector's size
     (MDLM: 128). ``shared_head`` uses one ``D -> k`` map for every level instead of one per level.
+    ``causal`` masks attention to the past: on the flat tree, with the logits at position i read
+    as the next token's, it is the autoregressive baseline at MDLM's exact architecture and
+    parameter count (the ``--kind ar`` of tdlm-train).
     """
 
     shape: TreeShape
@@ -54,6 +64,7 @@ class DiTConfig:
     attention: str = "auto"
     rotary_base: float = 10_000.0
     mixed_precision: bool = True
+    causal: bool = False
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_BACKENDS:
@@ -105,7 +116,8 @@ class DiTBackbone(nn.Module):
         self.rotary_base = config.rotary_base
         self.blocks = nn.ModuleList(
             DiTBlock(
-                config.width, config.n_heads, config.cond_dim, config.hidden_size, config.dropout
+                config.width, config.n_heads, config.cond_dim, config.hidden_size, config.dropout,
+                causal=config.causal,
             )
             for _ in range(config.n_blocks)
         )
@@ -221,8 +233,16 @@ class TreeDiT(nn.Module):
         nodes: Int[Tensor, "b l"],
         level: Int[Tensor, " b"],
         s: Float[Tensor, " b"] | None = None,
-    ) -> Float[Tensor, "b l k"]:
-        """Child-slot logits. ``s`` is read only by a time-conditioned model (else ignored)."""
+        *,
+        readout: Callable[[Tensor, Tensor, Tensor], Any] | None = None,
+    ) -> Float[Tensor, "b l k"] | Any:
+        """Child-slot logits. ``s`` is read only by a time-conditioned model (else ignored).
+
+        With ``readout``: ``readout(hidden [b, l, D], weight [maps, k, D], bias [maps, k])``
+        instead, under the model's precision context (module docstring).
+        """
         hidden = self.hidden(nodes, level, s)
         with self.autocast(nodes.device):
+            if readout is not None:
+                return readout(hidden, self.head.weight, self.head.bias)
             return self.head(hidden, level)

@@ -118,17 +118,25 @@ class NetworkConfig:
             )
         return tuple(int(part) for part in text.split(","))
 
-    def dit_config(self, shape: TreeShape) -> DiTConfig:
-        """The preset on a tree of this shape, with the overrides applied."""
+    def dit_config(self, shape: TreeShape, *, causal: bool = False) -> DiTConfig:
+        """The preset on a tree of this shape, with the overrides applied (``causal``: the
+        autoregressive model, on the flat tree)."""
         config = dataclasses.replace(
             preset(self.preset, shape),
             dropout=self.dropout,
             attention=self.attention,
             time_conditioning=self.time_conditioning,
+            causal=causal,
         )
         return dataclasses.replace(config, n_blocks=self.n_blocks) if self.n_blocks else config
 
-    def build(self, shape: TreeShape, device: torch.device | str | None = None) -> TreeDiT:
+    def build(
+        self,
+        shape: TreeShape,
+        device: torch.device | str | None = None,
+        *,
+        causal: bool = False,
+    ) -> TreeDiT:
         """The model on ``device``, checkpointed and compiled as configured.
 
         With a device, the attention backend is resolved first, so one that cannot run there
@@ -137,7 +145,7 @@ class NetworkConfig:
         """
         if device is not None:
             resolve_attention(self.attention, torch.device(device))
-        model = self.dit_config(shape).build().to(device)
+        model = self.dit_config(shape, causal=causal).build().to(device)
         model.checkpoint_blocks(self.blocks_to_checkpoint(), self.recompute)
         if self.compile:
             model.backbone.compile()

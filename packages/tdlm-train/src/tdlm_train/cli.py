@@ -91,7 +91,7 @@ def typed_options(values: dict[str, str], spec: dict[str, tuple[type, object]]) 
 
 TRAIN_FLAGS = {
     "preset": "run preset: tiny (CPU, standard-library corpus) | owt-small (GPU, OpenWebText)",
-    "model": "tdlm (default) or mdlm: shorthand for --kind",
+    "model": "tdlm (default), mdlm or ar (autoregressive): shorthand for --kind",
 }
 TRAIN_SWITCHES = {"resume": "continue the run in --run_dir from its latest checkpoint"}
 

@@ -15,7 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tdlm_diffusion import COUNT_ESTIMATORS, ESTIMATORS, SamplerConfig, ScheduleConfig
+from tdlm_diffusion import (
+    COUNT_ESTIMATORS,
+    ESTIMATORS,
+    HEAD_LOSSES,
+    SamplerConfig,
+    ScheduleConfig,
+)
 from tdlm_nn import NetworkConfig
 
 from .corpus import CorpusConfig
@@ -25,6 +31,7 @@ from .overrides import config_from_dict
 from .tokenizer import TokenizerConfig
 
 __all__ = [
+    "KINDS",
     "run_config_from_dict",
     "ConditionConfig",
     "DiffusionConfig",
@@ -35,6 +42,11 @@ __all__ = [
 ]
 
 
+# tdlm: the vocabulary tree; mdlm: the flat tree (a full-vocabulary head); ar: MDLM's network
+# with causal attention, trained on the next token (the autoregressive baseline).
+KINDS = ("tdlm", "mdlm", "ar")
+
+
 @dataclass(frozen=True, kw_only=True)
 class DiffusionConfig:
     """The process (tdlm-diffusion's own ``ScheduleConfig``), the training estimator, and the
@@ -43,6 +55,8 @@ class DiffusionConfig:
     estimator: str = "cutoff"  # training NELBO estimator: cutoff | count | harmonic | continuous
     cutoff: float = 1e-3  # the cutoff estimator's epsilon: in-level times s drawn in [eps, 1]
     level_weights: tuple[float, ...] = ()  # training-only per-level loss weights (empty: all 1)
+    # How the training loss's masked cross-entropy is computed; memory and time, not the loss:
+    head_loss: str = "full"  # full | masked | chunked | torch | liger | cce (docs/method.md)
     eval_samples_per_level: int = 1  # noise draws per level in validation NELBO estimates
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -54,6 +68,10 @@ class DiffusionConfig:
             )
         if not 0 < self.cutoff < 1:
             raise UserError(f"--diffusion.cutoff must lie in (0, 1), got {self.cutoff}")
+        if self.head_loss not in HEAD_LOSSES:
+            raise UserError(
+                f"unknown --diffusion.head_loss {self.head_loss!r} ({', '.join(HEAD_LOSSES)})"
+            )
         if self.eval_samples_per_level < 1:
             raise UserError(
                 "--diffusion.eval_samples_per_level must be >= 1, got "
@@ -120,7 +138,7 @@ class RunConfig:
     (``model``: tdlm-nn's ``NetworkConfig``; ``diffusion.schedule`` / ``diffusion.sampler``:
     tdlm-diffusion's ``ScheduleConfig`` / ``SamplerConfig``), each building its component."""
 
-    kind: str = "tdlm"  # tdlm (the vocabulary tree) or mdlm (flat tree, full-vocabulary head)
+    kind: str = "tdlm"  # tdlm (vocabulary tree) | mdlm (flat tree) | ar (causal, next token)
     run_dir: str = ""  # output folder (default: runs/<date>-<time>-<model>)
     cache_dir: str = ".cache/tdlm"  # tokenizer, token and tree caches
     seed: int = 0  # seeds weights, noise and data order
@@ -146,8 +164,13 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.kind not in ("tdlm", "mdlm"):
-            problems.append(f"--kind (--model) must be tdlm or mdlm, got {self.kind!r}")
+        if self.kind not in KINDS:
+            problems.append(f"--kind (--model) must be tdlm, mdlm or ar, got {self.kind!r}")
+        if self.kind == "ar" and (self.condition.probability or self.model.time_conditioning):
+            problems.append(
+                "--kind ar reads every earlier token and no diffusion time: it takes neither "
+                "--condition.probability nor --model.time_conditioning"
+            )
         if self.parallel not in ("ddp", "fsdp"):
             problems.append(f"--parallel must be ddp or fsdp, got {self.parallel!r}")
         if self.parallel == "fsdp" and self.model.compile:
@@ -208,6 +231,8 @@ class RunConfig:
             # Recomputing activations changes memory and time, never the function or the state.
             "model.checkpoint_blocks",
             "model.recompute",
+            # So does computing the masked cross-entropy from fewer logits, or fused.
+            "diffusion.head_loss",
         }
         mine, theirs = _flat(dataclasses.asdict(self)), _flat(dataclasses.asdict(saved))
         return [

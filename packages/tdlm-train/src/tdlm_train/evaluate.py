@@ -27,6 +27,7 @@ from tdlm_diffusion import (
     perplexity,
 )
 
+from .autoregressive import is_causal, next_token_nll
 from .config import RunConfig
 from .context import prefix_context
 from .data import prepare_data
@@ -87,7 +88,17 @@ def validate(
     bound on their own ``-log p(x_U)``, what conditioning is to beat.
     Uses its own generator, so validating never changes the training run's random stream.
     ``progress`` names a progress bar over the batches (none by default).
+
+    A causal model (``--kind ar``) is scored by its exact NLL instead of a bound
+    (:func:`~tdlm_train.autoregressive.next_token_nll`; one "level", its ``nelbo`` an exact
+    NLL); its context must precede the scored positions.
     """
+    causal = is_causal(model)
+    if causal and hide_known:
+        raise UserError(
+            "an autoregressive model cannot hide the known positions: it reads every earlier "
+            "token; score it with its context shown"
+        )
     was_training = model.training
     model.eval()
     generator = torch.Generator(device).manual_seed(seed)
@@ -106,6 +117,11 @@ def validate(
         shown = None if context is None else context(x, indices)
         scored = tokens_np if shown is None else tokens_np[~shown.known.cpu().numpy()]
         text_bytes += int(token_bytes[scored].sum())
+        if causal:
+            terms = None if shown is None else ~shown.known
+            level_sums += next_token_nll(model, x, scored=terms).sum().double().cpu()
+            tokens += x.numel() if terms is None else int(terms.sum())
+            continue
         denoiser = model if not hide_known else _hiding(model, shown.known, process.root)
         estimate = evaluate_nelbo(
             process,
@@ -175,9 +191,11 @@ class Evaluation:
     gen_ppl: GenPerplexity | None = None
     condition: Condition | None = None
     unconditional: Validation | None = None  # conditional runs: the same tokens, prefix hidden
+    exact: bool = False  # an autoregressive run's NLL, not a diffusion bound
 
     def table(self) -> str:
         v = self.validation
+        figure = "NLL  " if self.exact else "NELBO"
         scored = "" if self.condition is None else (
             f", tokens after the first {self.condition.fraction:g} of each block given it "
             f"({self.condition.mode})"
@@ -185,9 +203,9 @@ class Evaluation:
         lines = [
             f"checkpoint {self.checkpoint} (step {self.step}, {self.weights}), "
             f"{self.source} {self.split}{scored}: {v.tokens:,} tokens, {v.text_bytes:,} bytes",
-            f"  NELBO  {v.nelbo:.4f} nats/token",
-            *(f"    L_{h}  {x:.4f}" for h, x in enumerate(v.level_nelbo)),
-            f"  PPL    {v.perplexity:.3f} (upper bound)",
+            f"  {figure}  {v.nelbo:.4f} nats/token" + (" (exact)" if self.exact else ""),
+            *([] if self.exact else (f"    L_{h}  {x:.4f}" for h, x in enumerate(v.level_nelbo))),
+            f"  PPL    {v.perplexity:.3f}" + ("" if self.exact else " (upper bound)"),
             f"  BPB    {v.bits_per_byte:.4f}",
         ]
         if self.unconditional is not None:
@@ -252,8 +270,11 @@ def evaluate_run(
             hide_known=hide_known,
         )
 
+    exact = run.config.kind == "ar"
     validation = score(None if condition is None else condition.context)
-    unconditional = None if condition is None else score(condition.context, hide_known=True)
+    # An AR model cannot be shown a hidden prefix (it reads every earlier token): no such row.
+    hidden = condition is not None and not exact
+    unconditional = score(condition.context, hide_known=True) if hidden else None
     scored = None
     if gen_ppl_model is not None:
         scored = gen_ppl_of_run(
@@ -262,7 +283,7 @@ def evaluate_run(
         )  # fmt: skip
     return Evaluation(
         str(run.checkpoint), run.state.step, weights, config.data.source, split, validation,
-        scored, condition, unconditional,
+        scored, condition, unconditional, exact,
     )  # fmt: skip
 
 

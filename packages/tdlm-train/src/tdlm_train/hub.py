@@ -186,14 +186,15 @@ def model_card(meta: dict[str, Any]) -> str:
     front.append("---")
 
     levels = meta["level_sizes"]
-    kind = (
-        "TDLM: a tree-structured diffusion language model (Wu et al., 2026). Tokens are noised "
-        "up a vocabulary tree, level by level, to a single root; the network chooses which "
-        "child each position moves to next"
-        if meta["kind"] == "tdlm"
-        else "MDLM: a masked diffusion language model (Sahoo et al., 2024), TDLM's baseline: "
-        "its tree is flat, so the network predicts each masked token over the whole vocabulary"
-    )
+    kind = {
+        "tdlm": "TDLM: a tree-structured diffusion language model (Wu et al., 2026). Tokens are "
+        "noised up a vocabulary tree, level by level, to a single root; the network chooses "
+        "which child each position moves to next",
+        "mdlm": "MDLM: a masked diffusion language model (Sahoo et al., 2024), TDLM's baseline: "
+        "its tree is flat, so the network predicts each masked token over the whole vocabulary",
+        "ar": "the autoregressive baseline: MDLM's network with causal attention, predicting "
+        "the next token over the whole vocabulary (its NLL is exact, not a bound)",
+    }[meta["kind"]]
     weights = (
         "the exponential moving average of the weights (EMA), as validation scores them"
         if meta["weights"] == "ema"

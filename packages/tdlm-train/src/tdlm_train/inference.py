@@ -2,15 +2,18 @@
 given text (a prompt, gaps to fill): decoded sequences, or each sequence at every level of the
 tree, coarse to fine, with positions still at an internal node
 shown as that node's most frequent token (``⟨tok⟩``; ``⟨·⟩`` for the root); and decoded samples
-for the training log and generative perplexity (:func:`sample_texts`).
+for the training log and generative perplexity (:func:`sample_texts`). An autoregressive run
+(``--kind ar``) samples left to right instead (:mod:`.autoregressive`).
 """
 
 import numpy as np
 import torch
 
-from tdlm_diffusion import Context, SamplerConfig, TreeProcess, ancestral_sample
+from tdlm_diffusion import Context, SamplerConfig, SampleResult, TreeProcess, ancestral_sample
 
+from .autoregressive import autoregressive_sample, is_causal
 from .context import Layout
+from .errors import UserError
 from .run import Run
 from .tokenizer import TextTokenizer
 
@@ -30,20 +33,23 @@ def sample_report(
     """``count`` ancestral samples of ``length`` tokens as text (every level's state too when
     ``sampler.keep_trajectory``); with a ``layout`` (a prompt or gaps to fill) its known
     positions are kept and shown to the network as ``mode`` says (METHOD.md §8)."""
-    context = None
-    if layout is not None:
-        length = len(layout.tokens)
-        known = torch.from_numpy(layout.known).to(run.device).expand(count, -1)
-        tokens = torch.from_numpy(layout.tokens).to(run.device).expand(count, -1)
-        context = Context(known.contiguous(), tokens.contiguous(), mode=mode)
     generator = torch.Generator(run.device).manual_seed(seed)
-    result = ancestral_sample(
-        run.process, run.model, batch_size=count, length=length, config=sampler,
-        generator=generator, context=context,
-    )  # fmt: skip
+    length = length if layout is None else len(layout.tokens)
+    if run.config.kind == "ar":
+        result = _autoregressive_report(run, count, length, sampler, generator, layout)
+    else:
+        context = None
+        if layout is not None:
+            known = torch.from_numpy(layout.known).to(run.device).expand(count, -1)
+            tokens = torch.from_numpy(layout.tokens).to(run.device).expand(count, -1)
+            context = Context(known.contiguous(), tokens.contiguous(), mode=mode)
+        result = ancestral_sample(
+            run.process, run.model, batch_size=count, length=length, config=sampler,
+            generator=generator, context=context,
+        )  # fmt: skip
     given = "" if layout is None else f", {int(layout.known.sum())} known ({mode})"
     lines = [
-        f"{count} samples of {length} tokens{given}, {sampler.steps} steps "
+        f"{count} samples of {length} tokens{given}, {sum(result.steps_per_level)} steps "
         f"({result.network_calls} network calls), checkpoint step {run.state.step}"
     ]
     reps = node_representatives(run) if sampler.keep_trajectory else None
@@ -57,6 +63,33 @@ def sample_report(
             lines.append(f"--- level {h}:")
             lines.append(render_nodes(result.trajectory[j, i].cpu().numpy(), run, reps))
     return "\n".join(lines)
+
+
+def _autoregressive_report(
+    run: Run,
+    count: int,
+    length: int,
+    sampler: SamplerConfig,
+    generator: torch.Generator,
+    layout: Layout | None,
+) -> SampleResult:
+    """The AR baseline continues BOS, or a prompt (the layout's leading known run; its closing
+    EOS is not forced: the model writes until ``length``)."""
+    if sampler.keep_trajectory:
+        raise UserError("--show-levels shows a tree's levels; an autoregressive model has none")
+    prefix = np.array([run.tokenizer.bos_id])
+    if layout is not None:
+        lead = int(np.argmin(layout.known)) if not layout.known.all() else length
+        if layout.known[lead:-1].any():
+            raise UserError(
+                "an autoregressive model continues a prompt left to right; it cannot fill gaps "
+                "(--infill needs a diffusion model)"
+            )
+        prefix = layout.tokens[:lead]
+    start = torch.from_numpy(prefix).to(run.device).expand(count, -1).contiguous()
+    tokens = autoregressive_sample(run.process, run.model, start, length, config=sampler,
+                                   generator=generator)
+    return SampleResult(tokens, length - len(prefix), (length - len(prefix),), None)
 
 
 def node_representatives(run: Run) -> np.ndarray:
@@ -105,9 +138,15 @@ def sample_texts(
     was_training = model.training
     model.eval()
     generator = torch.Generator(device).manual_seed(seed)
-    result = ancestral_sample(
-        process, model, batch_size=count, length=length, config=config, generator=generator
-    )
+    if is_causal(model):  # the autoregressive baseline: left to right from BOS
+        bos = torch.full((count, 1), tokenizer.bos_id, dtype=torch.long, device=device)
+        tokens = autoregressive_sample(process, model, bos, length, config=config,
+                                       generator=generator)
+        result = SampleResult(tokens, length - 1, (length - 1,), None)  # a call per token
+    else:
+        result = ancestral_sample(
+            process, model, batch_size=count, length=length, config=config, generator=generator
+        )
     model.train(was_training)
     texts = [tokenizer.decode(row.tolist()) for row in result.tokens.cpu()]
     return texts, result

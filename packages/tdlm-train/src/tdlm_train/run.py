@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from tdlm_diffusion import SamplerConfig, TreeProcess
+from tdlm_diffusion import DiffusionInputError, SamplerConfig, TreeProcess, check_head_loss
 from tdlm_nn import TreeDiT, TreeShape
 from tdlm_tree import VocabTree
 
@@ -59,7 +59,7 @@ def build_network(config: RunConfig, tree: VocabTree, device: torch.device) -> T
     """tdlm-nn's network on ``tree``'s shape, on ``device`` (a backend that cannot run there,
     xformers on the CPU, is the user's choice to fix)."""
     try:
-        return config.model.build(TreeShape.of(tree), device)
+        return config.model.build(TreeShape.of(tree), device, causal=config.kind == "ar")
     except (RuntimeError, ValueError) as error:
         raise UserError(f"--model: {error}") from None
 
@@ -120,7 +120,7 @@ class Run:
         if not dist_info.is_main:
             dist_info.barrier()
         prepared = prepare_data(config.data, config.tokenizer, Path(config.cache_dir))
-        tree = prepare_tree(config.tree, prepared, flat=config.kind == "mdlm")
+        tree = prepare_tree(config.tree, prepared, flat=config.kind in ("mdlm", "ar"))
         if dist_info.is_main:
             dist_info.barrier()
         counts = np.bincount(np.asarray(prepared.train_tokens), minlength=tree.vocab_size)
@@ -229,6 +229,10 @@ class Run:
             TrainState(), dist_info, device, sharded,
         )  # fmt: skip
         if training:
+            try:
+                check_head_loss(config.diffusion.head_loss, process, device)
+            except DiffusionInputError as error:
+                raise UserError(f"--diffusion.head_loss: {error}") from None
             run.ema = Ema(model, config.optim.ema_decay)
             run.optimizer = torch.optim.AdamW(
                 model.parameters(),

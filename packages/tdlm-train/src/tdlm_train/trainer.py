@@ -4,7 +4,8 @@ Issue 5 "Training" and "Checkpoints". A step is AdamW on tdlm-diffusion's ``trai
 (METHOD.md §4's Monte-Carlo NELBO with low-discrepancy times; with ``--condition.probability``
 a share of the sequences keep a clean context, §8) with warmup + constant/cosine LR,
 clipping, gradient accumulation and the EMA update; ``--kind mdlm`` runs the same loop on the
-flat tree with the full-vocabulary head. Validation scores the EMA weights and samples from
+flat tree with the full-vocabulary head, and ``--kind ar`` trains the causal network on the
+next-token NLL (:mod:`.autoregressive`). Validation scores the EMA weights and samples from
 them; a checkpoint is the run's state dicts, written atomically by rank 0. :meth:`Trainer.fit`
 runs the loop to the budget, checkpoint before validation, and reports to its watchers (progress
 bar, metrics log: :mod:`.watchers`), which see the loop from outside it.
@@ -23,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from tdlm_diffusion import training_loss
 
+from .autoregressive import next_token_nll
 from .checkpoint import latest_checkpoint, save_checkpoint
 from .context import draw_clean_context
 from .errors import UserError
@@ -140,6 +142,10 @@ class Trainer:
         run, diffusion = self.run, self.run.config.diffusion
         indices = run.order.next_indices()
         x = torch.from_numpy(run.data.train_blocks.batch(indices)).to(run.device)
+        if run.config.kind == "ar":  # the exact NLL, per token over every position
+            nll = next_token_nll(self.network, x, head_loss=diffusion.head_loss).sum() / x.numel()
+            (nll / run.config.optim.grad_accum).backward()
+            return float(nll.detach())
         result = training_loss(
             run.process,
             self.network,
@@ -148,6 +154,7 @@ class Trainer:
             cutoff=diffusion.cutoff,
             level_weights=diffusion.level_weights or None,
             context=draw_clean_context(x, run.config.condition),
+            head_loss=diffusion.head_loss,
         )
         (result.loss / run.config.optim.grad_accum).backward()
         return float(result.nelbo)

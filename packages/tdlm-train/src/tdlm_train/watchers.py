@@ -19,6 +19,7 @@ class ProgressBar:
         from tqdm.auto import tqdm
 
         self.by_steps = bool(config.max_steps)
+        self.exact = config.kind == "ar"  # an exact NLL, not a bound
         if self.by_steps:
             self.bar = tqdm(
                 total=config.max_steps,
@@ -51,8 +52,9 @@ class ProgressBar:
     def on_validation(self, report: ValidationReport) -> None:
         v = report.validation
         levels = ", ".join(f"{x:.3f}" for x in v.level_nelbo)
+        figure = "NLL" if self.exact else "NELBO"
         self.bar.write(
-            f"step {report.step}: val NELBO {v.nelbo:.4f} (levels {levels}), "
+            f"step {report.step}: val {figure} {v.nelbo:.4f} (levels {levels}), "
             f"PPL {v.perplexity:.2f}, BPB {v.bits_per_byte:.4f}"
             f"\n  sample: {report.samples[0][:160]!r}"
         )
