@@ -97,3 +97,33 @@ def test_breakdown_table_lists_every_model():
     table = breakdown_table([("MDLM", small(FLAT)), ("TDLM", small(K64))])
     rows = table.splitlines()
     assert len(rows) == 4 and rows[2].startswith("| MDLM |") and "22.79" in rows[2]
+
+
+@pytest.mark.parametrize("vocab", [4096, 50_258, 256_000])
+def test_spending_on_width_keeps_the_depth_and_widens_to_the_budget(vocab):
+    reference = small(TreeShape.flat(vocab))
+    budget = param_breakdown(reference).total
+    tree = TreeShape.balanced(vocab, 64)
+    plain = match_budget(reference, tree, spend="width", fill=False)
+    assert plain.n_blocks == reference.n_blocks and plain.n_heads == reference.n_heads
+    assert plain.width % (2 * plain.n_heads) == 0 and plain.width >= reference.width
+    assert plain.hidden_size == 4 * plain.width
+    assert param_breakdown(plain).total <= budget
+    wider = dataclasses.replace(plain, width=plain.width + 2 * plain.n_heads)
+    assert param_breakdown(wider).total > budget  # the widest: one more step does not fit
+    filled = match_budget(reference, tree, spend="width")
+    # within one MLP step (64 units x blocks x 2 x width: 1.2% of the 4K budget) of it
+    assert filled.width == plain.width and 0.98 <= param_breakdown(filled).total / budget <= 1
+    # The point of it: fewer activations (width x blocks) than the deepened model, above 4K.
+    deep = match_budget(reference, tree)
+    if vocab > 4096:
+        assert filled.width * filled.n_blocks < deep.width * deep.n_blocks
+
+
+def test_spending_nothing_is_the_reference_on_the_tree():
+    config = match_budget(small(FLAT), K64, spend="none")
+    assert (config.width, config.n_blocks, config.hidden_size) == (768, 12, 3072)
+    assert config.shape == K64
+    assert param_breakdown(config).total < param_breakdown(small(FLAT)).total
+    with pytest.raises(ValueError, match="spend must be one of"):
+        match_budget(small(FLAT), K64, spend="height")

@@ -11,7 +11,7 @@ from .attention import ATTENTION_BACKENDS, attend, resolve_attention
 from .heads import NodeEmbedding, TreeHead
 from .layers import Conditioning, DiTBlock, LayerNorm, apply_rotary, modulate, rotary_tables
 from .model import DiTBackbone, DiTConfig, TreeDiT
-from .params import ParamBreakdown, breakdown_table, match_budget, param_breakdown
+from .params import SPENDS, ParamBreakdown, breakdown_table, match_budget, param_breakdown
 from .presets import PRESETS, NetworkConfig, medium, preset, small, tiny
 from .recompute import RECOMPUTE_MODES
 from .shape import TreeShape
@@ -22,6 +22,7 @@ __all__ = [
     "ATTENTION_BACKENDS",
     "PRESETS",
     "RECOMPUTE_MODES",
+    "SPENDS",
     "Conditioning",
     "DiTBackbone",
     "DiTBlock",

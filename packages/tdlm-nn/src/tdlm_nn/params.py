@@ -16,7 +16,7 @@ from torch import nn
 from .model import DiTConfig
 from .shape import TreeShape
 
-__all__ = ["ParamBreakdown", "breakdown_table", "match_budget", "param_breakdown"]
+__all__ = ["SPENDS", "ParamBreakdown", "breakdown_table", "match_budget", "param_breakdown"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +77,9 @@ def _largest_within(count: Callable[[int], int], start: int, step: int, budget: 
     return x
 
 
+SPENDS = ("depth", "width", "none")
+
+
 def match_budget(
     reference: DiTConfig,
     shape: TreeShape,
@@ -84,29 +87,64 @@ def match_budget(
     budget: int | None = None,
     fill: bool = True,
     mlp_step: int = 64,
+    spend: str = "depth",
 ) -> DiTConfig:
-    """The deepest model on ``shape`` whose total does not exceed the reference's parameters.
+    """The reference's network on ``shape``, grown to the reference's parameter count.
 
-    Everything but the tree and the depth is the reference's. With ``fill`` (ours), the remainder
-    (less than one block) widens every block's MLP in steps of ``mlp_step`` units while the total
-    stays within budget, so the match is tight to a fraction of a block rather than up to a whole
-    one. ``budget`` overrides the reference's total.
+    What a small head saves is spent on ``spend``: ``depth`` (the paper's rule and the default:
+    the deepest model within budget, everything but the tree and the depth the reference's),
+    ``width`` (the reference's depth, the widest model within budget in steps of ``2 * n_heads``
+    so heads stay even-sized; activations grow with ``L · D · blocks`` but parameters with
+    ``D² · blocks``, so the same parameters hold fewer activations) or ``none`` (the reference's
+    depth and width on the tree: fewer parameters, the "TDLM at MDLM's depth" of the benches).
+    With ``fill`` (ours), the remainder (less than one block, or one width step) widens every
+    block's MLP in steps of ``mlp_step`` units while the total stays within budget, so the match
+    is tight. ``budget`` overrides the reference's total.
     """
+    if spend not in SPENDS:
+        raise ValueError(f"spend must be one of {SPENDS}, got {spend!r}")
     budget = param_breakdown(reference).total if budget is None else budget
     base = dataclasses.replace(reference, shape=shape)
+    if spend == "none":
+        return base
 
     def with_depth(n_blocks: int) -> int:
         return param_breakdown(dataclasses.replace(base, n_blocks=n_blocks)).total
 
-    deepest = dataclasses.replace(base, n_blocks=_largest_within(with_depth, 1, 1, budget))
+    if spend == "depth":
+        grown = dataclasses.replace(base, n_blocks=_largest_within(with_depth, 1, 1, budget))
+    else:
+        grown = _widest_within(base, budget)
     if not fill:
-        return deepest
+        return grown
 
     def with_mlp(hidden: int) -> int:
-        return param_breakdown(dataclasses.replace(deepest, mlp_hidden=hidden)).total
+        return param_breakdown(dataclasses.replace(grown, mlp_hidden=hidden)).total
 
-    hidden = _largest_within(with_mlp, deepest.hidden_size, mlp_step, budget)
-    return dataclasses.replace(deepest, mlp_hidden=hidden)
+    hidden = _largest_within(with_mlp, grown.hidden_size, mlp_step, budget)
+    return dataclasses.replace(grown, mlp_hidden=hidden)
+
+
+def _widest_within(base: DiTConfig, budget: int) -> DiTConfig:
+    """The widest ``base`` (its MLP ``4 x`` the width) within ``budget``, in steps of
+    ``2 * n_heads``. Parameters grow quadratically with the width: a bisection, not two points."""
+    step = 2 * base.n_heads
+
+    def at(width: int) -> DiTConfig:
+        return dataclasses.replace(base, width=width, mlp_hidden=None)
+
+    low, high = base.width // step, base.width // step  # in units of step; base fits or fails
+    if param_breakdown(at(low * step)).total > budget:
+        raise ValueError(f"even width {low * step} is over the budget {budget:,}")
+    while param_breakdown(at(high * step)).total <= budget:
+        high *= 2
+    while high - low > 1:  # invariant: low fits, high does not
+        middle = (low + high) // 2
+        if param_breakdown(at(middle * step)).total <= budget:
+            low = middle
+        else:
+            high = middle
+    return at(low * step)
 
 
 def breakdown_table(models: Sequence[tuple[str, DiTConfig]]) -> str:

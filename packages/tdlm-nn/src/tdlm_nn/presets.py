@@ -3,7 +3,8 @@
 Each preset is an MDLM-style reference architecture on the flat tree of the same vocabulary.
 On the flat tree a preset *is* that reference (MDLM); on any other tree it is the reference
 deepened to the same parameter budget (:func:`match_budget`), which is how the paper compares
-TDLM with MDLM. ``small`` is MDLM-small (width 768, 12 heads, 12 blocks, conditioning size 128;
+TDLM with MDLM — or widened to it at MDLM's depth (``spend="width"``), or left at MDLM's depth
+and width with fewer parameters (``spend="none"``). ``small`` is MDLM-small (width 768, 12 heads, 12 blocks, conditioning size 128;
 ~170M parameters with GPT-2's vocabulary); ``medium`` is width 1024, 16 heads, 24 blocks.
 ``tiny`` (width 256, 4 heads, 4 blocks) is for CPU runs of a few minutes with a small vocabulary.
 
@@ -25,47 +26,50 @@ import torch
 
 from .attention import ATTENTION_BACKENDS, resolve_attention
 from .model import DiTConfig, TreeDiT
-from .params import breakdown_table, match_budget
+from .params import SPENDS, breakdown_table, match_budget
 from .recompute import RECOMPUTE_MODES
 from .shape import TreeShape
 
 __all__ = ["PRESETS", "NetworkConfig", "medium", "preset", "small", "tiny"]
 
 
-def _on(shape: TreeShape, *, width: int, n_heads: int, n_blocks: int) -> DiTConfig:
+def _on(
+    shape: TreeShape, spend: str, *, width: int, n_heads: int, n_blocks: int
+) -> DiTConfig:
     reference = DiTConfig(
         shape=TreeShape.flat(shape.vocab_size), width=width, n_heads=n_heads, n_blocks=n_blocks
     )
-    return reference if shape.is_flat else match_budget(reference, shape)
+    return reference if shape.is_flat else match_budget(reference, shape, spend=spend)
 
 
-def tiny(shape: TreeShape) -> DiTConfig:
+def tiny(shape: TreeShape, spend: str = "depth") -> DiTConfig:
     """Width 256, 4 heads, 4 blocks on the flat tree (CPU: trains in minutes)."""
-    return _on(shape, width=256, n_heads=4, n_blocks=4)
+    return _on(shape, spend, width=256, n_heads=4, n_blocks=4)
 
 
-def small(shape: TreeShape) -> DiTConfig:
+def small(shape: TreeShape, spend: str = "depth") -> DiTConfig:
     """MDLM-small: width 768, 12 heads, 12 blocks on the flat tree."""
-    return _on(shape, width=768, n_heads=12, n_blocks=12)
+    return _on(shape, spend, width=768, n_heads=12, n_blocks=12)
 
 
-def medium(shape: TreeShape) -> DiTConfig:
+def medium(shape: TreeShape, spend: str = "depth") -> DiTConfig:
     """Width 1024, 16 heads, 24 blocks on the flat tree."""
-    return _on(shape, width=1024, n_heads=16, n_blocks=24)
+    return _on(shape, spend, width=1024, n_heads=16, n_blocks=24)
 
 
-PRESETS: dict[str, Callable[[TreeShape], DiTConfig]] = {
+PRESETS: dict[str, Callable[..., DiTConfig]] = {
     "tiny": tiny,
     "small": small,
     "medium": medium,
 }
 
 
-def preset(name: str, shape: TreeShape) -> DiTConfig:
-    """The preset called ``name`` for a tree of this shape."""
+def preset(name: str, shape: TreeShape, spend: str = "depth") -> DiTConfig:
+    """The preset called ``name`` for a tree of this shape; on a tree, the flat reference's
+    parameter budget spent on ``spend`` (:func:`match_budget`: depth, width or none)."""
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
-    return PRESETS[name](shape)
+    return PRESETS[name](shape, spend)
 
 
 _BLOCK_LIST = re.compile(r"\s*-?\d+\s*(,\s*-?\d+\s*)*")
@@ -80,7 +84,8 @@ class NetworkConfig:
     checkpointing, ``torch.compile``). The trailing comment on each field is its help line.
     """
 
-    preset: str = "tiny"  # tdlm-nn preset: tiny | small | medium (TDLM deepened to MDLM's budget)
+    preset: str = "tiny"  # tdlm-nn preset: tiny | small | medium (TDLM grown to MDLM's budget)
+    spend: str = "depth"  # a tree's saved head buys: depth | width | none (MDLM's depth, width)
     n_blocks: int = 0  # override the preset's depth (0: keep it)
     dropout: float = 0.1  # dropout in attention and MLP
     attention: str = "auto"  # auto | xformers | sdpa | math
@@ -92,6 +97,8 @@ class NetworkConfig:
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        if self.spend not in SPENDS:
+            raise ValueError(f"spend must be one of {SPENDS}, got {self.spend!r}")
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(
                 f"attention must be one of {ATTENTION_BACKENDS}, got {self.attention!r}"
@@ -122,7 +129,7 @@ class NetworkConfig:
         """The preset on a tree of this shape, with the overrides applied (``causal``: the
         autoregressive model, on the flat tree)."""
         config = dataclasses.replace(
-            preset(self.preset, shape),
+            preset(self.preset, shape, self.spend),
             dropout=self.dropout,
             attention=self.attention,
             time_conditioning=self.time_conditioning,
