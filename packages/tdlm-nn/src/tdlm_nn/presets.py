@@ -4,8 +4,9 @@ Each preset is an MDLM-style reference architecture on the flat tree of the same
 On the flat tree a preset *is* that reference (MDLM); on any other tree it is the reference
 deepened to the same parameter budget (:func:`match_budget`), which is how the paper compares
 TDLM with MDLM — or widened to it at MDLM's depth (``spend="width"``), or left at MDLM's depth
-and width with fewer parameters (``spend="none"``). ``small`` is MDLM-small (width 768, 12 heads, 12 blocks, conditioning size 128;
-~170M parameters with GPT-2's vocabulary); ``medium`` is width 1024, 16 heads, 24 blocks.
+and width with fewer parameters (``spend="none"``). ``small`` is MDLM-small (width 768, 12
+heads, 12 blocks, conditioning size 128; ~170M parameters with GPT-2's vocabulary); ``medium``
+is width 1024, 16 heads, 24 blocks.
 ``tiny`` (width 256, 4 heads, 4 blocks) is for CPU runs of a few minutes with a small vocabulary.
 
 :class:`NetworkConfig` is the user-facing choice a training package nests: a preset and its
