@@ -49,7 +49,7 @@ _BOOKKEEPING = (
     "eval_every", "checkpoint_every", "keep_last", "sample_count", "kind", "data.source",
     "tree.embeddings", "tree.path", "diffusion.sampler.",
 )
-_VARIANT = ("tree.", "diffusion.schedule.", "diffusion.level_weights")
+_VARIANT = ("tree.", "diffusion.schedule.", "diffusion.level_weights", "model.spend")
 
 
 def _plain(config: Any) -> dict[str, Any]:

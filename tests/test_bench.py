@@ -1,5 +1,6 @@
-"""apps/bench (issue 6): the three contenders, the memory measure and its analytic estimate,
-the throughput and quality benches' outputs, and the app's errors. Tiny sizes: seconds each."""
+"""apps/bench (issue 6): the contenders (a model kind and a head loss), the memory measure and
+its analytic estimate, the throughput and quality benches' outputs, and the app's errors. Tiny
+sizes: seconds each."""
 
 import json
 import math
@@ -9,6 +10,7 @@ import paired_ablations as paired  # benchmarks/paired_ablations.py (pytest's py
 import pytest
 import torch
 from tdlm_bench import (
+    DEFAULT_MODELS,
     MODELS,
     MemoryOptions,
     QualityOptions,
@@ -21,28 +23,84 @@ from tdlm_bench import (
     run_memory,
     run_quality,
     run_throughput,
+    throughput,
 )
 from tdlm_bench.cli import bench_main
-from tdlm_bench.contenders import synthetic_tokens
+from tdlm_bench.contenders import parse_contender, synthetic_tokens
 from tdlm_bench.quality import merge_quality
 
+from tdlm_diffusion import CHUNK_LOGITS, HEAD_LOSSES, head_loss_unavailable
 from tdlm_nn import param_breakdown
 from tdlm_train.errors import UserError
 
 SMALL = Scale(name="small-test", preset="tiny", vocab_size=512, seq_len=32, branching=8)
-# Long enough that the chunked loss (128 positions at a time) holds half the logits, with a
-# vocabulary large enough that the logits dominate the step.
+# A vocabulary large enough that the logits dominate the step (the masked positions' logits,
+# 2^22 at batch 2, fit in one chunk of CHUNK_LOGITS: chunked holds what masked does).
 LOGIT_HEAVY = Scale(name="logit-test", preset="tiny", vocab_size=16_384, seq_len=256)
+CPU = torch.device("cpu")
 
 
-def test_chunked_mdlm_computes_mdlm_loss():
-    x = synthetic_tokens(SMALL, 3, torch.device("cpu"))
-    losses = []
-    for name in ("mdlm", "mdlm-chunked"):
-        contender = build_contender(name, SMALL, torch.device("cpu"), dropout=0.0, seed=1)
-        torch.manual_seed(7)  # the same t and z for both
-        losses.append(float(contender.loss(x).detach()))
-    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+def test_contender_names_are_a_kind_and_a_head_loss():
+    assert parse_contender("mdlm") == ("mdlm", "full")
+    assert parse_contender("mdlm-torch") == ("mdlm", "torch")
+    assert parse_contender("tdlm-masked") == ("tdlm", "masked")
+    assert {parse_contender(m)[1] for m in MODELS} == set(HEAD_LOSSES)
+    assert set(DEFAULT_MODELS) <= set(MODELS)
+    with pytest.raises(ValueError, match="unknown bench model"):
+        parse_contender("mdlm-fast")
+
+
+@pytest.mark.parametrize("name", [m for m in MODELS if m not in ("mdlm", "tdlm")])
+def test_every_contender_computes_its_kinds_full_loss_and_gradients(name, monkeypatch):
+    """The same network and draw: every head loss gives the full-logits loss and gradients,
+    and the library is asked for that head loss (not the plain one, which gives them too)."""
+    kind, head_loss = parse_contender(name)
+    reason = head_loss_unavailable(head_loss, CPU)
+    if reason is not None:
+        pytest.skip(reason)
+    asked = []
+    plain = contenders.training_loss
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs["head_loss"])
+        return plain(*args, **kwargs)
+
+    monkeypatch.setattr(contenders, "training_loss", spy)
+    x = synthetic_tokens(SMALL, 3, CPU)
+    results = []
+    for model in (kind, name):
+        contender = build_contender(model, SMALL, CPU, dropout=0.0, seed=1)
+        with torch.no_grad():  # off the zero initialisation, which would make every logit 0
+            for parameter in contender.model.parameters():
+                parameter.add_(0.05 * torch.randn_like(parameter))
+        torch.rand(len(results) + 1)  # the global RNG differs: the draw is the generator's
+        loss = contender.loss(x, torch.Generator().manual_seed(7))
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in contender.model.parameters()])
+        results.append((float(loss.detach()), grads))
+    (full, full_grads), (loss, grads) = results
+    assert asked == ["full", head_loss]
+    assert loss == pytest.approx(full, rel=1e-5)
+    assert ((grads - full_grads).norm() / full_grads.norm()).item() < 1e-5
+
+
+def test_a_contender_that_cannot_run_here_is_refused_with_the_librarys_reason(monkeypatch):
+    """As on a GPU machine with torch 2.11: mdlm-torch is left out of the defaults (the reason
+    logged), refused when asked for, and build_contender refuses it."""
+    reason = "head loss 'torch' needs torch.nn.functional.linear_cross_entropy"
+    unavailable = {"torch": reason}
+    monkeypatch.setattr(
+        contenders, "head_loss_unavailable", lambda head_loss, device: unavailable.get(head_loss)
+    )
+    log = []
+    models, left_out = contenders.bench_models((), CPU, log.append)
+    assert models == tuple(m for m in DEFAULT_MODELS if m != "mdlm-torch")
+    assert left_out == {"mdlm-torch": reason} and log == [f"mdlm-torch left out: {reason}"]
+    with pytest.raises(UserError, match="--models: mdlm-torch cannot run on cpu: head loss"):
+        contenders.bench_models(("mdlm", "mdlm-torch"), CPU)
+    with pytest.raises(ValueError, match=f"mdlm-torch: {reason}"):
+        build_contender("mdlm-torch", SMALL, CPU)
+    assert contenders.bench_models(("mdlm-chunked",), CPU) == (("mdlm-chunked",), {})
 
 
 def test_tdlm_contender_has_mdlm_budget_and_more_blocks():
@@ -53,34 +111,43 @@ def test_tdlm_contender_has_mdlm_budget_and_more_blocks():
 
 
 def test_memory_bench(tmp_path, monkeypatch):
-    """Fresh-process CPU measurements: chunked CE and TDLM hold less than faithful MDLM at the
-    same batch, recomputation less than none, and the analytic estimate is within a factor 1.5
-    of each measurement."""
+    """Fresh-process CPU measurements of the default contenders: the lean MDLMs and TDLM hold
+    less than MDLM as published at the same batch, torch's fused loss (no ``[m, N]`` logits)
+    less than the chunked one (here one chunk: the masked positions' logits), recomputing
+    every block less than none, and the analytic estimate is within a factor 1.5 of each
+    measurement (selective recomputation's count: the analytic tests below)."""
     monkeypatch.setitem(memory.SCALES, LOGIT_HEAVY.name, LOGIT_HEAVY)
     options = MemoryOptions(
         scales=(LOGIT_HEAVY.name,),
         batches=(2,),
-        checkpointing=("off", "selective", "all"),
+        checkpointing=("off", "all"),
         out_dir=tmp_path,
     )
     figures = run_memory(options, log=lambda _: None)
     rows = figures["measurements"]
     peaks = {(r["model"], r["checkpointing"]): r["peak_bytes"] for r in rows}
-    for mode in ("off", "selective", "all"):
-        assert peaks[("mdlm-chunked", mode)] < peaks[("mdlm", mode)]
-        assert peaks[("tdlm", mode)] < peaks[("mdlm", mode)]
-    for model in MODELS:  # recomputing blocks holds less than saving their activations
+    assert {m for m, _ in peaks} == set(DEFAULT_MODELS)
+    for mode in ("off", "all"):
+        for lean in ("mdlm-chunked", "mdlm-torch", "tdlm"):
+            assert peaks[(lean, mode)] < peaks[("mdlm", mode)], (lean, mode, peaks)
+        assert peaks[("mdlm-torch", mode)] < peaks[("mdlm-chunked", mode)], (mode, peaks)
+    # Recomputing blocks holds less than saving their activations (the lean MDLMs' steps peak
+    # at the optimizer step here, 20 bytes per parameter, whatever the activations).
+    for model in ("mdlm", "tdlm"):
         assert peaks[(model, "all")] < peaks[(model, "off")]
-        assert peaks[(model, "selective")] < peaks[(model, "off")]
     for row in rows:
         assert 1 / 1.5 < row["peak_bytes"] / row["analytic"]["total"] < 1.5, row
     saved = json.loads((tmp_path / "memory.json").read_text())
     assert {"torch", "device", "threads", "date", "git_commit"} <= set(saved["environment"])
     regime = saved["paper_regime_analytic"]
     assert {(r["model"], r["checkpointing"], r["gpus"]) for r in regime} == {
-        (m, c, g) for m in MODELS for c in ("off", "selective", "all") for g in (1, 8)
+        (m, c, g) for m in memory.COUNTED for c in ("off", "selective", "all") for g in (1, 8)
     }
-    assert "TDLM / chunked" in (tmp_path / "memory.md").read_text()
+    text = (tmp_path / "memory.md").read_text()
+    # The table sets TDLM against the lowest-memory MDLM measured, named.
+    lowest = min(DEFAULT_MODELS[:3], key=lambda m: peaks[(m, "off")])
+    ratio = peaks[("tdlm", "off")] / peaks[(lowest, "off")]
+    assert f"| {ratio:.2f} ({lowest}) |" in text
     assert (tmp_path / "memory.png").stat().st_size > 0
 
 
@@ -88,17 +155,31 @@ def test_memory_workers_run_side_by_side_in_model_order(monkeypatch):
     """The CUDA sweep's concurrent workers (here on the CPU): one result per model, in order."""
     monkeypatch.setitem(memory.SCALES, SMALL.name, SMALL)
     options = MemoryOptions(scales=(SMALL.name,), batches=(1,))
-    rows = memory._workers(MODELS, SMALL, 1, "all", options, at_once=len(MODELS))
-    assert [r["model"] for r in rows] == list(MODELS)
+    rows = memory._workers(DEFAULT_MODELS, SMALL, 1, "all", options, at_once=len(DEFAULT_MODELS))
+    assert [r["model"] for r in rows] == list(DEFAULT_MODELS)
     assert all(r["checkpointing"] == "all" and r["peak_bytes"] > 0 for r in rows)
 
 
-def test_analytic_head_term_scales_with_logits():
+def test_analytic_head_term_scales_with_the_logits_each_head_loss_keeps():
     paper = contenders.SCALES["paper"]
     one, two = (memory.analytic_peak("mdlm", paper, b, "bf16") for b in (1, 2))
     assert two["head"] == 2 * one["head"] and two["states"] == one["states"]
-    chunked = memory.analytic_peak("mdlm-chunked", paper, 16, "bf16")
-    assert chunked["head"] * 8 == memory.analytic_peak("mdlm", paper, 16, "bf16")["head"]
+    peak = {m: memory.analytic_peak(m, paper, 16, "bf16") for m in memory.COUNTED}
+    # Masked-only: the logits of the expected half of the positions.
+    assert peak["mdlm-masked"]["head"] == pytest.approx(peak["mdlm"]["head"] / 2, rel=1e-12)
+    assert peak["tdlm-masked"]["head"] == pytest.approx(peak["tdlm"]["head"] / 2, rel=1e-12)
+    # Chunked: one chunk of CHUNK_LOGITS logits (18 bytes each in bf16), 2^24 // N rows.
+    assert peak["mdlm-chunked"]["head"] == (CHUNK_LOGITS // 50_258) * 50_258 * 18
+    # torch: a [c, N] fp32 buffer and its bf16 copy, c = 128 rows for 8,192 masked rows
+    # (next_pow2(8192 / ceil(50258 / 768))): far below one chunk.
+    assert peak["mdlm-torch"]["head"] == 128 * 50_258 * 6
+    heads = [peak[m]["head"] for m in ("mdlm", "mdlm-masked", "mdlm-chunked", "mdlm-torch")]
+    assert heads == sorted(heads, reverse=True)
+    for m in memory.COUNTED:  # the head loss changes no parameter and no activation
+        assert peak[m]["states"] == peak[parse_contender(m)[0]]["states"]
+        assert peak[m]["activations"] == peak[parse_contender(m)[0]]["activations"]
+    with pytest.raises(ValueError, match="no analytic count"):
+        memory.analytic_peak("mdlm-liger", paper, 16, "bf16")
 
 
 def test_analytic_checkpointing_and_sharding_shrink_their_terms_only():
@@ -130,19 +211,36 @@ def test_throughput_bench(tmp_path, monkeypatch):
     )
     figures = run_throughput(options, log=lambda _: None)
     models = figures["runs"][0]["models"]
-    assert set(models) == set(MODELS) and models["mdlm"]["train_ratio_to_mdlm"] == 1.0
+    assert list(models) == list(DEFAULT_MODELS) and models["mdlm"]["train_ratio_to_mdlm"] == 1.0
     for m in models.values():
         assert m["train_tokens_per_s"]["min"] <= m["train_tokens_per_s"]["median"] > 0
         assert m["mfu"]["median"] > 0 and m["sample_tokens_per_s"]["median"] > 0
+    # The best MDLM is the fastest MDLM variant; its ratio to itself is 1.
+    best = models["tdlm"]["best_mdlm"]
+    assert best == max(
+        (m for m in models if m.startswith("mdlm")),
+        key=lambda m: models[m]["train_tokens_per_s"]["median"],
+    )
+    assert models[best]["train_ratio_to_best_mdlm"] == 1.0
+    # The sampler reads no head loss: MDLM is sampled once, for all its variants.
+    assert models["mdlm-chunked"]["sample_tokens_per_s"] == models["mdlm"]["sample_tokens_per_s"]
+    # Model FLOPs: the masked-only head runs on half the positions.
+    assert models["mdlm-chunked"]["step_flops"] < models["mdlm"]["step_flops"]
     selective = figures["runs"][0]["other_checkpointing"]["selective"]
-    assert set(selective) == set(MODELS) and selective["mdlm"]["train_ratio_to_mdlm"] == 1.0
-    for m in MODELS:
+    assert set(selective) == set(DEFAULT_MODELS) and selective["mdlm"]["train_ratio_to_mdlm"] == 1.0
+    for m in DEFAULT_MODELS:
         assert len(selective[m]["train_tokens_per_s_rounds"]) == 2
         assert selective[m]["ratio_to_main_mode"] > 0
     saved = json.loads((tmp_path / "throughput.json").read_text())
     assert saved["environment"]["torch"] == torch.__version__
     text = (tmp_path / "throughput.md").read_text()
-    assert "MFU" in text and "| selective | tdlm |" in text
+    assert "MFU" in text and "| selective | tdlm |" in text and f"({best}) |" in text
+
+
+def test_step_flops_count_the_head_on_the_positions_it_scores():
+    config = contender_config("mdlm", contenders.SCALES["paper"])
+    full, masked = (throughput.step_flops(config, 2, 1024, h) for h in ("full", "chunked"))
+    assert full - masked == 6 * config.width * 50_258 * 1024  # half of 2 x 1024 positions
 
 
 def test_quality_bench(tmp_path, corpus, cache):
@@ -165,6 +263,7 @@ def test_quality_bench(tmp_path, corpus, cache):
         allocations=("linear",),
         trees=("embedding",),
         level_weights=("1:1:2",),  # 300 tokens, K = 8: three levels
+        spends=("width",),
         seeds=(0, 1),
         eval_every=2,
         samples=2,
@@ -173,7 +272,8 @@ def test_quality_bench(tmp_path, corpus, cache):
     )
     figures = run_quality(options, log=lambda _: None)
     labels = [(run["seed"], run["label"]) for run in figures["runs"]]
-    variants = ("mdlm", "tdlm", "tdlm tree=embedding", "tdlm alloc=linear", "tdlm λ=1:1:2")
+    variants = ("mdlm", "tdlm", "ar", "tdlm tree=embedding", "tdlm alloc=linear",
+                "tdlm λ=1:1:2", "tdlm spend=width")
     assert labels == [(s, m) for s in (0, 1) for m in variants]
     for run in figures["runs"]:
         budget = run["budget"]
@@ -187,19 +287,26 @@ def test_quality_bench(tmp_path, corpus, cache):
         # Chain rule: every tree splits the same unigram entropy (same seed, same counts).
         assert sum(run["tree_entropy"]) == pytest.approx(figures["runs"][0]["tree_entropy"][0])
     # The two-stage embedding tree: a stage-1 MDLM's tokens count, its embeddings made the tree.
-    embedded = figures["runs"][2]
+    embedded = figures["runs"][3]
     stage2 = tmp_path / "q" / "runs" / "seed0" / "ablation-0" / "stage2"
     assert 0 < embedded["stage1"]["steps"] < embedded["steps"]
     assert json.loads((stage2 / "config.json").read_text())["tree"]["method"] == "embedding"
     assert len(figures["runs"][0]["validation"]["level_nelbo"]) == 1
     assert len(figures["runs"][1]["validation"]["level_nelbo"]) > 1
     assert "equal_time" in figures["runs"][1]
+    # The AR baseline: one "level", an exact NLL, and its equal wall-clock phase too.
+    ar = figures["runs"][2]
+    assert len(ar["validation"]["level_nelbo"]) == 1 and "equal_time" in ar
+    assert json.loads((tmp_path / "q" / "runs" / "seed0" / "ar" / "config.json").read_text())[
+        "kind"] == "ar"
+    wide = tmp_path / "q" / "runs" / "seed0" / "ablation-3" / "config.json"
+    assert json.loads(wide.read_text())["model"]["spend"] == "width"
     # The verdict: ratios to the same seed's MDLM, their mean and sd over the two seeds.
     verdict = figures["verdict"]
     assert verdict["mdlm"]["ratio_equal_tokens"]["values"] == [1.0, 1.0]
     ratios = [
         run["validation"]["nelbo"] / mdlm["validation"]["nelbo"]
-        for run, mdlm in ((figures["runs"][i + 1], figures["runs"][i]) for i in (0, 5))
+        for run, mdlm in ((figures["runs"][i + 1], figures["runs"][i]) for i in (0, 7))
     ]
     tdlm = verdict["tdlm"]["ratio_equal_tokens"]
     assert tdlm["values"] == pytest.approx(ratios)
@@ -255,6 +362,7 @@ def _check_paired_ablations(bench: Path, figures: dict) -> None:
         "allocation=linear": "tdlm alloc=linear",
         "two-stage embedding": "tdlm tree=embedding",
         "λ=1:1:2": "tdlm λ=1:1:2",
+        "spend=width": "tdlm spend=width",
     }
     assert list(variants)[0] == "default" and set(variants) == set(labels)
     runs = {(r["seed"], r["label"]): r for r in figures["runs"]}
@@ -291,6 +399,8 @@ def _check_paired_ablations(bench: Path, figures: dict) -> None:
         (["memory", "--vocab-sizes", "32k"], "--vocab-sizes"),
         (["throughput", "--vocab-sizes", "1"], "at least 2"),
         (["vocab", "--scale", "huge"], "unknown"),
+        (["memory", "--models", "mdlm,mdlm-fast"], "unknown bench model 'mdlm-fast'"),
+        (["throughput", "--models", "mdlm-cce"], "mdlm-cce cannot run on cpu: head loss 'cce'"),
     ],
 )
 def test_bench_app_errors(argv, message, capsys):

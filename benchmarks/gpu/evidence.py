@@ -13,14 +13,26 @@ plot); no uv, no network. Phases, in this order, each written to ``OUT/evidence.
    step in fp32); a sampler run per model (every position a token); ``torch.compile`` against
    eager; an NCCL all-reduce; ``apps/train`` for 40 steps with validation, samples and a
    checkpoint, then resumed to 60.
-2. **fsdp** — ``apps/train --parallel fsdp`` under torchrun (one process: NCCL, FSDP2 with bf16
+2. **fused** — MDLM at its strongest: each masked-only head loss (``mdlm-masked``,
+   ``mdlm-chunked``, ``mdlm-torch``, ``mdlm-liger``, ``mdlm-cce``: tdlm-diffusion's
+   ``head_loss``) against ``full`` on the paper-scale MDLM under bf16 autocast, the same draw:
+   the loss within a relative 1e-3 and the gradient (all parameters as one vector) within a
+   relative 2e-2 (the house bf16 tolerance: the logits are bf16, or fp32 from bf16 inputs in
+   the fused kernels, and the backbone's bf16 matmuls carry the difference back); then their
+   peak memory (``apps/bench memory``, batch 16, no recomputation) and training step time
+   (``apps/bench throughput``, interleaved) side by side with ``tdlm`` and ``tdlm-masked``.
+   A head loss that cannot run (``torch`` before torch 2.13; Liger-Kernel or Cut
+   Cross-Entropy not installed: ``run.sh`` installs them from carried wheels) is reported with
+   the library's reason and left out; the rest runs.
+3. **fsdp** — ``apps/train --parallel fsdp`` under torchrun (one process: NCCL, FSDP2 with bf16
    block weights) against the same run unsharded: the same loss curve to bf16 rounding.
-3. **memory** — ``apps/bench memory`` at the paper's scale (width 768, L = 1024, N = 50,258, one
-   parameter budget), bf16, batch 1, 4 and 16, without activation checkpointing, with every
-   block recomputed selectively (elementwise ops only) and in full.
-4. **throughput** — ``apps/bench throughput`` (training and sampling tokens/s, interleaved
-   rounds, ratios to MDLM), eager (training also with selective and full recomputation,
-   interleaved: their time cost), then with ``torch.compile``.
+4. **memory** — ``apps/bench memory`` at the paper's scale (width 768, L = 1024, N = 50,258, one
+   parameter budget) for its default contenders (MDLM, ``mdlm-chunked``, ``mdlm-torch``,
+   TDLM), bf16, batch 1, 4 and 16, without activation checkpointing, with every block
+   recomputed selectively (elementwise ops only) and in full.
+5. **throughput** — ``apps/bench throughput`` (training and sampling tokens/s, interleaved
+   rounds, ratios to MDLM and the best MDLM), eager (training also with selective and full
+   recomputation, interleaved: their time cost), then with ``torch.compile``.
 
 Phases that would overrun ``--budget`` seconds are skipped (and say so). The dry run takes the
 same code paths on the CPU at tiny sizes, so the script cannot rot between GPU loans.
@@ -45,21 +57,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tdlm_bench import (  # noqa: E402
-    MODELS,
     SCALES,
     MemoryOptions,
     Scale,
     ThroughputOptions,
+    bench_models,
     build_contender,
+    parse_contender,
     run_memory,
     run_throughput,
 )
 from tdlm_bench.contenders import synthetic_tokens  # noqa: E402
 from tdlm_bench.memory import memory_markdown  # noqa: E402
-from tdlm_bench.report import environment  # noqa: E402
+from tdlm_bench.report import environment, markdown_table  # noqa: E402
 from tdlm_bench.throughput import throughput_markdown  # noqa: E402
 
-from tdlm_diffusion import SamplerConfig, ancestral_sample  # noqa: E402
+from tdlm_diffusion import SamplerConfig, ancestral_sample, head_loss_unavailable  # noqa: E402
 from tdlm_nn import attend, resolve_attention  # noqa: E402
 from tdlm_train.atomic import atomic_write, write_json  # noqa: E402
 
@@ -67,6 +80,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # The dry run's scale: every code path, seconds on two CPU cores.
 DRY = Scale(name="dry", preset="tiny", vocab_size=512, seq_len=64, branching=8)
 NEEDED = ("numpy", "einops", "jaxtyping", "safetensors", "tokenizers", "tqdm", "matplotlib")
+# MDLM's masked-only head losses, each checked against its full-logits loss (phase 2).
+FUSED = ("mdlm-masked", "mdlm-chunked", "mdlm-torch", "mdlm-liger", "mdlm-cce")
 
 
 @dataclasses.dataclass
@@ -381,7 +396,7 @@ def correctness(evidence: Evidence, device: torch.device, scale: Scale, work: Pa
         guarded(evidence, name, check)
     guarded(evidence, "xformers", lambda: xformers_status(device))
     batch = 2
-    for model in MODELS:
+    for model in bench_models((), device)[0]:
         guarded(
             evidence,
             f"training step: {model}",
@@ -403,7 +418,135 @@ def correctness(evidence: Evidence, device: torch.device, scale: Scale, work: Pa
     )
 
 
-# ---- 2. memory, 3. throughput ------------------------------------------------------------------
+# ---- 2. fused head losses ---------------------------------------------------------------------
+
+
+def _loss_and_gradient(contender, x: torch.Tensor, device: torch.device):
+    """The contender's loss on a fixed draw (generator seeded alike) and its gradient as one
+    fp32 vector over every parameter."""
+    contender.model.zero_grad(set_to_none=True)
+    generator = torch.Generator(device=device).manual_seed(1)
+    loss = contender.loss(x, generator)
+    loss.backward()
+    gradient = torch.cat([p.grad.float().flatten() for p in contender.model.parameters()])
+    return float(loss.detach()), gradient
+
+
+def fused_check(name: str, reference, full: tuple, x: torch.Tensor, device: torch.device):
+    """``name``'s loss and gradient against ``full``'s (module doc, phase 2), on ``reference``'s
+    network: the same weights and draw, only the head loss differs."""
+    head_loss = parse_contender(name)[1]
+    contender = dataclasses.replace(reference, name=name, head_loss=head_loss)
+    loss, gradient = _loss_and_gradient(contender, x, device)
+    full_loss, full_gradient = full
+    loss_error = abs(loss - full_loss) / full_loss
+    grad_error = ((gradient - full_gradient).norm() / full_gradient.norm()).item()
+    bf16 = device.type == "cuda"
+    loss_tolerance, grad_tolerance = (1e-3, 2e-2) if bf16 else (1e-5, 1e-5)
+    ok = loss_error < loss_tolerance and grad_error < grad_tolerance
+    detail = (
+        f"{'bf16 autocast' if bf16 else 'fp32'}, {contender.parameters:,} params, batch "
+        f"{x.shape[0]}x{x.shape[1]}: loss {loss:.5f} vs full {full_loss:.5f} (rel. "
+        f"{loss_error:.1e}, tolerance {loss_tolerance:g}), gradient rel. {grad_error:.1e} "
+        f"(tolerance {grad_tolerance:g})"
+    )
+    return ("pass" if ok else "fail"), detail
+
+
+def fused_checks(evidence: Evidence, device: torch.device, scale: Scale) -> list[str]:
+    """Every available head loss of :data:`FUSED` against ``full``; returns those available
+    (the others are reported, with the library's reason)."""
+    available = []
+    for name in FUSED:
+        reason = head_loss_unavailable(parse_contender(name)[1], device)
+        if reason is None:
+            available.append(name)
+        else:
+            evidence.check(f"head loss: {name}", "skip", f"unavailable: {reason}")
+    reference = trained_looking("mdlm", scale, device)
+    x = synthetic_tokens(scale, 2, device)
+    full = _loss_and_gradient(reference, x, device)
+    for name in available:
+        guarded(
+            evidence,
+            f"head loss: {name} vs full",
+            lambda name=name: fused_check(name, reference, full, x, device),
+        )
+    return available
+
+
+def fused_phase(evidence: Evidence, device: torch.device, work: Path) -> None:
+    """Phase 2 (module doc): the checks, then memory and step time side by side with TDLM."""
+    dry = evidence.dry_run
+    scale = DRY if dry else SCALES["paper"]
+    available = fused_checks(evidence, device, scale)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the checks' model and gradients are gone; the workers start
+    models = ("mdlm", *available, "tdlm", "tdlm-masked")
+    batch = 2 if dry else 16
+    memory = run_memory(
+        MemoryOptions(
+            scales=(scale.name,),
+            models=models,
+            batches=(batch,),
+            checkpointing=("off",),
+            device=device.type,
+            out_dir=work / "fused-memory",
+        )
+    )
+    speed = run_throughput(
+        ThroughputOptions(
+            scale=scale.name,
+            models=models,
+            batch=batch,
+            rounds=2 if dry else 3,
+            train_steps=1 if dry else 3,
+            sample_steps=0,
+            matmul_size=256 if dry else 8192,
+            device=device.type,
+            out_dir=work / "fused-throughput",
+        )
+    )
+    evidence.figures["fused"] = {"memory": memory, "throughput": speed}
+    evidence.markdown.append(
+        f"## Fused head losses ({scale.name} scale, batch {batch})\n\n"
+        + fused_markdown(memory, speed)
+    )
+    evidence.save()
+
+
+def fused_markdown(memory: dict, speed: dict) -> str:
+    """One row per contender: measured peak (analytic), step time, both against MDLM."""
+    peaks = {r["model"]: r for r in memory["measurements"]}
+    run = speed["runs"][0]
+    tokens = run["seq_len"] * int(speed["options"]["batch"])
+    rows = []
+    for name, r in run["models"].items():
+        peak, mdlm_peak = peaks[name].get("peak_bytes"), peaks["mdlm"].get("peak_bytes")
+        rate = r["train_tokens_per_s"]["median"]
+        analytic = peaks[name]["analytic"]
+        rows.append(
+            [
+                name,
+                f"{peak / 2**20:,.0f}" if peak else "OOM",
+                f"{analytic['total'] / 2**20:,.0f}" if analytic else "—",
+                f"{peak / mdlm_peak:.2f}" if peak and mdlm_peak else "—",
+                f"{1e3 * tokens / rate:,.0f}",
+                f"{r['train_ratio_to_mdlm']:.2f}",
+            ]
+        )
+    header = ["contender", "peak MiB", "analytic MiB", "/ MDLM", "step ms (median)", "speed / MDLM"]
+    env = memory["environment"]
+    return "\n\n".join(
+        [
+            f"{env['device_name']}, torch {env['torch']}; peak of one training step (fresh "
+            "process each), step time the median of interleaved rounds.",
+            markdown_table(header, rows),
+        ]
+    )
+
+
+# ---- 4. memory, 5. throughput ------------------------------------------------------------------
 
 
 def memory_phase(evidence: Evidence, device: torch.device, work: Path) -> None:
@@ -466,8 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--phases",
-        default="correctness,fsdp,memory,throughput,compiled",
-        help="comma-separated subset of correctness,fsdp,memory,throughput,compiled",
+        default="correctness,fused,fsdp,memory,throughput,compiled",
+        help="comma-separated subset of correctness,fused,fsdp,memory,throughput,compiled",
     )
     args = parser.parse_args(argv)
     dry = args.dry_run
@@ -488,8 +631,15 @@ def main(argv: list[str] | None = None) -> int:
     SCALES[DRY.name] = DRY  # the benches look scales up by name
     # Budget shares (seconds on an H100) each phase is expected to need; skip what cannot fit.
     # Measured on an H100 (2026-11-28): correctness 73 s, memory 270 s with one worker at a
-    # time (now three at once); fsdp and compiled are guesses (not yet run on a GPU).
-    expected = {"correctness": 90, "fsdp": 60, "memory": 150, "throughput": 75, "compiled": 150}
+    # time (now all at once); fused, fsdp and compiled are guesses (not yet run on a GPU).
+    expected = {
+        "correctness": 90,
+        "fused": 120,
+        "fsdp": 60,
+        "memory": 150,
+        "throughput": 75,
+        "compiled": 150,
+    }
     phases = [p for p in args.phases.split(",") if p]
     unknown = set(phases) - set(expected)
     if unknown:
@@ -509,6 +659,8 @@ def main(argv: list[str] | None = None) -> int:
                 if phase == "correctness":
                     scale = DRY if dry else SCALES["paper"]
                     correctness(evidence, device, scale, work)
+                elif phase == "fused":
+                    fused_phase(evidence, device, work)
                 elif phase == "fsdp":
                     guarded(evidence, "FSDP2 (torchrun)", lambda: fsdp_check(device, work, dry))
                 elif phase == "memory":

@@ -5,13 +5,24 @@ budget, and memory and speed against the vocabulary size.
 into its output folder. Results on this project's machines are in ``docs/benchmarks.md``.
 """
 
-from .contenders import MODELS, SCALES, Contender, Scale, build_contender, contender_config
+from .contenders import (
+    DEFAULT_MODELS,
+    MODELS,
+    SCALES,
+    Contender,
+    Scale,
+    bench_models,
+    build_contender,
+    contender_config,
+    parse_contender,
+)
 from .memory import MemoryOptions, analytic_peak, run_memory
 from .quality import QualityOptions, run_quality
 from .throughput import ThroughputOptions, run_throughput, step_flops
 from .vocab_sweep import VocabSweepOptions, run_vocab_sweep
 
 __all__ = [
+    "DEFAULT_MODELS",
     "MODELS",
     "SCALES",
     "Contender",
@@ -21,8 +32,10 @@ __all__ = [
     "ThroughputOptions",
     "VocabSweepOptions",
     "analytic_peak",
+    "bench_models",
     "build_contender",
     "contender_config",
+    "parse_contender",
     "run_memory",
     "run_quality",
     "run_throughput",

@@ -1,7 +1,9 @@
-"""``apps/bench memory|throughput|quality|vocab [options]``: argument parsing for the benches.
+"""``apps/bench memory|throughput|quality|vocab|sampling [options]``: argument parsing for the
+benches.
 
 Flags map one to one onto :class:`MemoryOptions`, :class:`ThroughputOptions`,
-:class:`QualityOptions` and :class:`VocabSweepOptions` (their comments are the help lines);
+:class:`QualityOptions`, :class:`VocabSweepOptions` and :class:`SamplingOptions` (their
+comments are the help lines);
 ``quality`` also takes the training run's ``--section.key value`` overrides. Lists are
 comma-separated. Outputs go to ``--out`` (default ``runs/bench/<bench>-<date>``).
 """
@@ -14,17 +16,29 @@ from pathlib import Path
 from tdlm_train.cli import parse_options, run_app
 from tdlm_train.errors import UserError
 
+from .contenders import DEFAULT_MODELS, MODELS
 from .report import default_out_dir
 
 __all__ = ["bench_main"]
 
-USAGE = "usage: apps/bench memory|throughput|quality|vocab [--flag value ...] (--help per bench)"
+# The contenders, as each bench comparing them lists them in its --help.
+_MODELS_HELP = (
+    f"comma-separated contenders, of {','.join(MODELS)} (a kind and a head loss: "
+    f"tdlm_bench.contenders) [{','.join(DEFAULT_MODELS)}, less those that cannot run on the "
+    "device, with the reason]"
+)
+
+USAGE = (
+    "usage: apps/bench memory|throughput|quality|vocab|sampling [--flag value ...] "
+    "(--help per bench)"
+)
 
 FLAGS = {
     "memory": {
         "scales": "comma-separated: paper (width 768, L 1024, N 50,258) and/or tiny "
         "[paper,tiny; with --vocab-sizes, paper]",
         "vocab_sizes": "comma-separated N: measure the scales at these vocabularies instead",
+        "models": _MODELS_HELP,
         "batches": "comma-separated batch sizes [CPU 1,2,4; CUDA doubling until out of memory]",
         "checkpointing": "activation checkpointing, comma-separated: off, selective (every "
         "block, elementwise ops recomputed) and/or all (every block, in full) [off,all]",
@@ -35,6 +49,7 @@ FLAGS = {
     "throughput": {
         "scale": "tiny | paper [tiny; with --vocab-sizes, paper]",
         "vocab_sizes": "comma-separated N: run the scale at each of these vocabularies instead",
+        "models": _MODELS_HELP,
         "batch": "training batch (sequences) [16]",
         "rounds": "interleaved rounds [5]",
         "train_steps": "timed training steps per model per round [3]",
@@ -50,11 +65,24 @@ FLAGS = {
     "vocab": {
         "scale": "the scale swept at each N [paper]",
         "vocab_sizes": "comma-separated N [32768,50258,128256,256000]",
+        "models": _MODELS_HELP,
         "batches": "memory: comma-separated batches, skipped where they do not fit [1,2]",
         "rounds": "throughput: rounds per model at batch 1 [3]",
         "train_steps": "throughput: timed training steps per model per round [1]",
         "device": "cpu | cuda [cpu]",
         "out": "output folder; finished parts in it are reused [runs/bench/vocab-<date>]",
+    },
+    "sampling": {
+        "vocab_sizes": "comma-separated N [32768,50258,128256,256000]",
+        "batches": "comma-separated batches measured (CPU: where they fit) [1,4]",
+        "analytic_batches": "comma-separated batches given by the analytic count only [16,64]",
+        "seq_len": "sequence length L [1024]",
+        "steps": "sampler steps per run, every model (TDLM spreads them over its levels) [8]",
+        "rounds": "interleaved rounds per measured cell [3]",
+        "precision": "dtype of the sampler's draws: float64 (the library's default) | float32 "
+        "[float64]",
+        "device": "cpu | cuda [cpu]",
+        "out": "output folder [runs/bench/sampling-<date>]",
     },
     "quality": {
         "minutes": "MDLM's training minutes; TDLM gets its tokens, then its time [8]",
@@ -64,6 +92,8 @@ FLAGS = {
         "leaf_cluster_sizes": "ablation: comma-separated children per level-1 node",
         "allocations": "ablation: comma-separated level time allocations (linear,exponential)",
         "level_weights": "ablation: comma-separated λ_h lists, leaf level first (1:2,2:1)",
+        "spends": "ablation: comma-separated --model.spend besides depth (width,none)",
+        "ar": "also train the autoregressive baseline: true | false [true]",
         "embedding_fraction": "trees=embedding: share of the steps for its stage-1 MDLM [0.1]",
         "seeds": "comma-separated seeds; every run is repeated per seed [0,1,2]",
         "eval_every": "steps between validations (learning-curve points) [100]",
@@ -78,17 +108,27 @@ FLAGS = {
 _LISTS = {
     "scales",
     "vocab_sizes",
+    "models",
     "batches",
+    "analytic_batches",
     "checkpointing",
     "trees",
     "branchings",
     "leaf_cluster_sizes",
     "allocations",
     "level_weights",
+    "spends",
     "seeds",
     "merge",
 }
-_INT_LISTS = {"batches", "vocab_sizes", "branchings", "leaf_cluster_sizes", "seeds"}
+_INT_LISTS = {
+    "batches",
+    "analytic_batches",
+    "vocab_sizes",
+    "branchings",
+    "leaf_cluster_sizes",
+    "seeds",
+}
 
 
 def _convert(name: str, text: str, kind: type):
@@ -108,6 +148,7 @@ def _convert(name: str, text: str, kind: type):
 def _options(bench: str, argv: Sequence[str]):
     from .memory import MemoryOptions
     from .quality import QualityOptions
+    from .sampling import SamplingOptions
     from .throughput import ThroughputOptions
     from .vocab_sweep import VocabSweepOptions
 
@@ -116,6 +157,7 @@ def _options(bench: str, argv: Sequence[str]):
         "throughput": ThroughputOptions,
         "quality": QualityOptions,
         "vocab": VocabSweepOptions,
+        "sampling": SamplingOptions,
     }[bench]
     values, _, overrides = parse_options(argv, set(FLAGS[bench]), set())
     if overrides and bench != "quality":
@@ -153,6 +195,8 @@ def bench_main(argv: Sequence[str]) -> int:
             from .throughput import run_throughput as run
         elif bench == "vocab":
             from .vocab_sweep import run_vocab_sweep as run
+        elif bench == "sampling":
+            from .sampling import run_sampling as run
         else:
             from .quality import run_quality as run
         run(options)

@@ -1,13 +1,26 @@
-"""The three models every bench compares at one parameter budget (issue 6; METHOD.md §1, §7).
+"""The contenders every bench compares at one parameter budget (issue 6; docs/method.md).
 
-* ``mdlm`` — MDLM as it computes: the flat tree, full-vocabulary logits ``[b, l, N]`` and the
-  diffusion loss on them (tdlm-diffusion's ``training_loss``; on the flat tree it is MDLM's
-  loss, invariant I1 of METHOD.md §5).
-* ``mdlm-chunked`` — the same network and loss through :func:`.chunked.chunked_loss`: logits for
-  128 positions at a time (fewer beyond N = 50,258), recomputed in the backward pass. The
-  memory-lean baseline the paper does not compare against.
-* ``tdlm`` — a K-ary vocabulary tree and the same preset deepened to MDLM's parameter budget
+A contender is a model kind and a head loss, named ``<kind>`` (head loss ``full``) or
+``<kind>-<head loss>`` (:func:`parse_contender`, the one place a name is read); its loss is
+tdlm-diffusion's ``training_loss(..., head_loss=...)`` for every one:
+
+* ``mdlm`` — MDLM as published: the flat tree, full-vocabulary logits ``[b, l, N]`` at every
+  position and the diffusion loss on them (on the flat tree it is MDLM's loss, invariant I1).
+* ``mdlm-masked`` — the same network and loss, logits at the masked positions only (half of
+  them in expectation, :data:`MASKED_SHARE`).
+* ``mdlm-chunked`` — ``masked``, ``tdlm_diffusion.CHUNK_LOGITS`` logits at a time under
+  activation checkpointing (recomputed in the backward pass): any torch, any device.
+* ``mdlm-torch`` — ``masked`` through ``torch.nn.functional.linear_cross_entropy``'s chunked
+  path (torch >= 2.13).
+* ``mdlm-liger`` / ``mdlm-cce`` — ``masked`` through Liger-Kernel / Cut Cross-Entropy (CUDA,
+  optional packages).
+* ``tdlm`` / ``tdlm-masked`` — a K-ary vocabulary tree, every position's K-wide logits or the
+  masked positions' only, and the same preset deepened to MDLM's parameter budget
   (``tdlm_nn.match_budget``).
+
+The MDLM variants are MDLM at its strongest: the same network and the same loss and gradients
+(``tests/test_head_loss.py``), with less memory. A contender whose head loss cannot run on the
+device is refused with the library's reason (:func:`bench_models`).
 
 The budget is MDLM's total parameter count: its input embedding (N + 1 rows: the N leaves and
 the root, MDLM's ``[MASK]`` state), its blocks, its full-vocabulary head (``D x N`` + N biases,
@@ -15,7 +28,8 @@ untied from the embedding as in MDLM) and the conditioning. TDLM keeps the same 
 preset, pays for its own embedding (the leaves, every internal node and the root) and its
 K-wide heads, and spends the rest on blocks, the last fraction of a block as a wider MLP.
 Whatever MDLM's head costs, TDLM gets as depth: at the paper's width and N = 256,000 the head
-(197M) outweighs MDLM's 12 blocks (92M), and TDLM has 37 blocks.
+(197M) outweighs MDLM's 12 blocks (92M), and TDLM has 37 blocks. The head loss changes no
+parameter.
 
 ``N`` (``Scale.vocab_size``) counts the leaves, which is MDLM's head width: the paper scale's
 50,258 is GPT-2's 50,257 tokens + MDLM's ``[MASK]`` column; ``--vocab-sizes`` takes other N
@@ -26,33 +40,94 @@ random tree and synthetic tokens; the quality bench trains on real text instead.
 """
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from tdlm_diffusion import TreeProcess, noised_batch, training_loss
+from tdlm_diffusion import TreeProcess, head_loss_unavailable, training_loss
 from tdlm_nn import DiTConfig, TreeDiT, TreeShape, param_breakdown
 from tdlm_nn import preset as model_preset
+from tdlm_train.errors import UserError
 from tdlm_tree import VocabTree, flat_tree, random_tree
-
-from .chunked import chunked_loss
 
 __all__ = [
     "CHECKPOINTING",
+    "DEFAULT_MODELS",
+    "MASKED_SHARE",
     "MODELS",
     "SCALES",
     "Scale",
     "Contender",
+    "bench_models",
     "bench_scales",
+    "best_of",
     "build_contender",
     "contender_config",
+    "parse_contender",
     "synthetic_tokens",
 ]
 
-MODELS = ("mdlm", "mdlm-chunked", "tdlm")
+MODELS = (
+    "mdlm",
+    "mdlm-masked",
+    "mdlm-chunked",
+    "mdlm-torch",
+    "mdlm-liger",
+    "mdlm-cce",
+    "tdlm",
+    "tdlm-masked",
+)
+# What the benches compare unless told otherwise: MDLM as published, its two leanest variants
+# that need no extra package, and TDLM (whose K-wide logits were never its peak).
+DEFAULT_MODELS = ("mdlm", "mdlm-chunked", "mdlm-torch", "tdlm")
+# The expected share of positions a masked-only head scores: E_t[1 - α(t)] = 1/2 under the
+# linear schedule (every bench contender's). A batch of B low-discrepancy times masks
+# 1/2 ± 1/(2B) of its positions on average.
+MASKED_SHARE = 0.5
+
+
+def parse_contender(name: str) -> tuple[str, str]:
+    """``(kind, head loss)`` of a contender name: ``mdlm`` is ``("mdlm", "full")``,
+    ``mdlm-torch`` is ``("mdlm", "torch")``."""
+    if name not in MODELS:
+        raise ValueError(f"unknown bench model {name!r}; choose from {', '.join(MODELS)}")
+    kind, _, head_loss = name.partition("-")
+    return kind, head_loss or "full"
+
+
+def bench_models(
+    names: Sequence[str], device: torch.device | str, log: Callable[[str], object] = print
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The contenders a bench runs on ``device`` and those it leaves out, with the reason.
+
+    ``names`` given (``--models``): every one must exist and run here, else a
+    :class:`UserError` with the library's reason. None given: :data:`DEFAULT_MODELS`, those
+    whose head loss cannot run here left out and the reason logged.
+    """
+    reasons = {}
+    for name in names or DEFAULT_MODELS:
+        try:
+            reason = head_loss_unavailable(parse_contender(name)[1], device)
+        except ValueError as error:
+            raise UserError(f"--models: {error}") from None
+        if reason is not None:
+            if names:
+                raise UserError(f"--models: {name} cannot run on {device}: {reason}")
+            log(f"{name} left out: {reason}")
+            reasons[name] = reason
+    return tuple(n for n in names or DEFAULT_MODELS if n not in reasons), reasons
+
+
+def best_of(values: dict[str, float | None], kind: str, *, highest: bool = False) -> str | None:
+    """The contender of ``kind`` with the lowest value (``highest``: the largest) among those
+    with one: e.g. the lowest-memory MDLM variant of a row."""
+    mine = {m: v for m, v in values.items() if v and parse_contender(m)[0] == kind}
+    if not mine:
+        return None
+    return (max if highest else min)(mine, key=mine.__getitem__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,16 +169,15 @@ def bench_scales(names: Sequence[str], vocab_sizes: Sequence[int] = ()) -> list[
 
 
 def _tree(model: str, scale: Scale) -> VocabTree:
-    if model not in MODELS:
-        raise ValueError(f"unknown bench model {model!r}; choose from {MODELS}")
-    if model == "tdlm":
+    if parse_contender(model)[0] == "tdlm":
         return random_tree(scale.vocab_size, scale.branching, seed=0)
     return flat_tree(scale.vocab_size)
 
 
 def contender_config(model: str, scale: Scale, *, dropout: float = 0.1) -> DiTConfig:
-    """The network of ``model`` at ``scale`` (TDLM: deepened to the flat MDLM's budget)."""
-    if model == "tdlm":
+    """The network of ``model`` at ``scale`` (TDLM: deepened to the flat MDLM's budget); the
+    head loss changes nothing here."""
+    if parse_contender(model)[0] == "tdlm":
         shape = TreeShape.balanced(scale.vocab_size, scale.branching)
     else:
         shape = TreeShape.flat(scale.vocab_size)
@@ -113,9 +187,10 @@ def contender_config(model: str, scale: Scale, *, dropout: float = 0.1) -> DiTCo
 
 @dataclass
 class Contender:
-    """One model with its process and AdamW optimizer, ready for training steps."""
+    """One model with its process, head loss and AdamW optimizer, ready for training steps."""
 
     name: str
+    head_loss: str
     process: TreeProcess
     model: TreeDiT
     optimizer: torch.optim.Optimizer
@@ -124,15 +199,12 @@ class Contender:
     def parameters(self) -> int:
         return param_breakdown(self.model).total
 
-    def loss(self, x: Int[Tensor, "b l"]) -> Tensor:
-        """The training loss (nats per token) on a batch, as the contender computes it."""
-        if self.name != "mdlm-chunked":
-            return training_loss(self.process, self.model, x).loss
-        # The same draw as training_loss (its default estimator), scored by the chunked CE.
-        draw = noised_batch(self.process, x)
-        weights = self.process.is_masked(draw.z, draw.level) * draw.weight[:, None]
-        targets = self.process.target_slots(x, draw.level)
-        return chunked_loss(self.model, draw.z, draw.level, targets, weights.float()) / x.numel()
+    def loss(self, x: Int[Tensor, "b l"], generator: torch.Generator | None = None) -> Tensor:
+        """The training loss (nats per token) on a batch, through the contender's head loss;
+        ``generator`` draws the noise (the same draw for every contender of a kind)."""
+        return training_loss(
+            self.process, self.model, x, generator=generator, head_loss=self.head_loss
+        ).loss
 
     def train_step(self, x: Int[Tensor, "b l"]) -> float:
         """Forward, backward and the AdamW step; returns the loss."""
@@ -157,7 +229,12 @@ def build_contender(
     checkpointing: str = "off",
 ) -> Contender:
     """``model`` at ``scale``; ``checkpointing``: ``off``, or every block recomputed in the
-    backward pass, ``all`` of it or its elementwise ops only (``selective``)."""
+    backward pass, ``all`` of it or its elementwise ops only (``selective``). A head loss that
+    cannot run on ``device`` is refused with the library's reason (a ``ValueError``)."""
+    head_loss = parse_contender(model)[1]
+    reason = head_loss_unavailable(head_loss, device)
+    if reason is not None:
+        raise ValueError(f"{model}: {reason}")
     torch.manual_seed(seed)
     process = TreeProcess(_tree(model, scale)).to(device)
     network = contender_config(model, scale, dropout=dropout).build().to(device).train()
@@ -165,7 +242,7 @@ def build_contender(
         raise ValueError(f"checkpointing: off, selective or all, not {checkpointing!r}")
     network.checkpoint_blocks(*CHECKPOINTING[checkpointing])
     optimizer = torch.optim.AdamW(network.parameters(), lr=3e-4, betas=(0.9, 0.999), eps=1e-8)
-    return Contender(model, process, network, optimizer)
+    return Contender(model, head_loss, process, network, optimizer)
 
 
 def synthetic_tokens(scale: Scale, batch: int, device: torch.device, seed: int = 0) -> Tensor:

@@ -1,8 +1,10 @@
 """One memory measurement in a fresh process: ``python -m tdlm_bench.memory_worker JSON``.
 
 Prints one JSON line with the peak bytes of one full training step (forward, backward, AdamW
-step) of one contender at one batch size (issue 6, item 1). A fresh process per configuration
-keeps one measurement's allocator caches and high-water marks out of the next.
+step) of one contender, its head loss included, at one batch size (issue 6, item 1). A fresh
+process per configuration keeps one measurement's allocator caches and high-water marks out of
+the next; a contender whose head loss cannot run on the device fails with the library's reason
+(the parent leaves such contenders out before it starts a worker).
 
 * CUDA: ``torch.cuda.max_memory_allocated`` over the measured step — every live tensor,
   parameters and optimizer states included.

@@ -1,9 +1,9 @@
 """``apps/bench quality``: MDLM and TDLM trained at one budget, side by side (issue 6, item 3).
 
 Every run is ``tdlm_train.train.train`` on the ``tiny`` run preset (plus any overrides) with the
-same seed, data order, optimizer and batch; only the model kind, the tree and the level time
-allocation differ. The protocol gives both comparisons of the issue exactly, without
-interpolation:
+same seed, data order, optimizer and batch; only the model kind, the tree, the level time
+allocation and what TDLM spends MDLM's head budget on differ. The protocol gives both
+comparisons of the issue exactly, without interpolation:
 
 Everything below is repeated for every seed of ``--seeds`` (default 0, 1, 2: a quality claim is
 a claim over seeds), and each ratio is taken against the same seed's MDLM:
@@ -12,12 +12,16 @@ a claim over seeds), and each ratio is taken against the same seed's MDLM:
 2. TDLM trains for S steps (equal tokens; its final validation is the equal-token figure), then,
    if it got there in less than T seconds, resumes from its checkpoint until its training time
    reaches T (equal wall-clock; the final validation). Validation time inside the loop counts
-   as training time for both (TDLM's validation costs one pass per level: conservative).
+   as training time for both (TDLM's validation costs one pass per level: conservative). The
+   autoregressive baseline (``--ar``, on by default: MDLM's network with causal attention) does
+   the same; its figure is an exact NLL where the others are bounds.
 3. Each ablation (``--trees``, ``--branchings``, ``--leaf-cluster-sizes``, ``--allocations``,
-   ``--level-weights``) is one more TDLM run of S steps, changing that one setting of the base
-   TDLM. ``--trees embedding`` is the two-stage recipe: an MDLM trains for
-   ``--embedding-fraction`` of the S steps, the tree is built from its token input embeddings,
-   and TDLM trains the remaining steps; both stages' tokens count against the budget.
+   ``--level-weights``, ``--spends``) is one more TDLM run of S steps, changing that one setting
+   of the base TDLM (``--spends width,none``: the head's budget on width at MDLM's depth, or
+   MDLM's depth and width with fewer parameters). ``--trees embedding`` is the two-stage
+   recipe: an MDLM trains for ``--embedding-fraction`` of the S steps, the tree is built from
+   its token input embeddings, and TDLM trains the remaining steps; both stages' tokens count
+   against the budget.
 
 Seeds are independent: ``--merge DIR,DIR,...`` reports finished bench folders that differ only
 in their seeds as one (run one seed per core or machine at the same time, then merge).
@@ -69,6 +73,8 @@ class QualityOptions:
     leaf_cluster_sizes: tuple[int, ...] = ()  # ablation: children per level-1 node
     allocations: tuple[str, ...] = ()  # ablation: level time allocations besides uniform
     level_weights: tuple[str, ...] = ()  # ablation: training weights λ_h, leaf level first (1:2)
+    spends: tuple[str, ...] = ()  # ablation: what the head's budget buys besides depth
+    ar: bool = True  # also the autoregressive baseline (equal tokens, then equal time)
     embedding_fraction: float = 0.1  # tree=embedding: share of the steps its stage-1 MDLM trains
     seeds: tuple[int, ...] = (0, 1, 2)  # every run is repeated with each seed
     eval_every: int = 100  # steps between validations (the learning curves' points)
@@ -91,6 +97,7 @@ def _variants(options: QualityOptions) -> list[tuple[str, dict[str, str]]]:
         (f"tdlm λ={w}", {"diffusion.level_weights": w.replace(":", ",")})
         for w in options.level_weights
     ]
+    out += [(f"tdlm spend={w}", {"model.spend": w}) for w in options.spends]
     return out
 
 
@@ -216,36 +223,10 @@ def _seed_runs(options: QualityOptions, seed: int, runs_dir: Path, device, log) 
             {"curve": _val_records(mdlm.run_dir), **_generated(mdlm.run_dir, options, device)},
         )
     ]
-    log(f"seed {seed} TDLM: {steps} steps (MDLM's tokens), then up to MDLM's {budget:.0f} s")
-    tdlm_dir = runs_dir / "tdlm"
-    tdlm_config = _config(
-        options,
-        tdlm_dir,
-        {**seeded, "kind": "tdlm", "max_steps": str(steps), "minutes": "0"},
-    )
-    tdlm = train(tdlm_config)
-    equal_time, seconds, extra_steps = None, tdlm.seconds, tdlm.steps
-    if tdlm.seconds < budget:
-        more = dataclasses.replace(tdlm_config, max_steps=0, minutes=(budget - tdlm.seconds) / 60)
-        resumed = train(more, resume=True)
-        equal_time, seconds = resumed.validation, tdlm.seconds + resumed.seconds
-        extra_steps = resumed.steps
-    runs.append(
-        _figures(
-            "tdlm",
-            tdlm.validation,
-            tdlm,
-            {
-                "curve": _val_records(tdlm_dir, offset_after=steps, offset=tdlm.seconds),
-                "equal_time": {
-                    "steps": extra_steps,
-                    "seconds": seconds,
-                    "validation": dataclasses.asdict(equal_time) if equal_time else None,
-                },
-                **_generated(tdlm_dir, options, device),
-            },
+    for kind in ("tdlm", "ar") if options.ar else ("tdlm",):
+        runs.append(
+            _tokens_then_time(options, kind, seeded, steps, budget, runs_dir / kind, device, log)
         )
-    )
     for i, (label, changes) in enumerate(_variants(options)):
         log(f"seed {seed} {label}: {steps} steps")
         run_dir, stage1 = runs_dir / f"ablation-{i}", None
@@ -278,6 +259,45 @@ def _seed_runs(options: QualityOptions, seed: int, runs_dir: Path, device, log) 
         runs.append(figures)
     budget_figures = {"steps": steps, "tokens": mdlm.tokens, "mdlm_seconds": budget}
     return [{"seed": seed, "budget": budget_figures, **run} for run in runs]
+
+
+def _tokens_then_time(
+    options: QualityOptions,
+    kind: str,
+    seeded: dict,
+    steps: int,
+    budget: float,
+    run_dir: Path,
+    device: torch.device,
+    log,
+) -> dict:
+    """``kind`` for MDLM's ``steps`` (equal tokens), then resumed up to MDLM's ``budget``
+    seconds of training (equal wall-clock) if it got there sooner."""
+    log(f"seed {seeded['seed']} {kind}: {steps} steps (MDLM's tokens), then up to MDLM's "
+        f"{budget:.0f} s")
+    config = _config(options, run_dir, {**seeded, "kind": kind, "max_steps": str(steps),
+                                         "minutes": "0"})
+    first = train(config)
+    equal_time, seconds, extra_steps = None, first.seconds, first.steps
+    if first.seconds < budget:
+        more = dataclasses.replace(config, max_steps=0, minutes=(budget - first.seconds) / 60)
+        resumed = train(more, resume=True)
+        equal_time, seconds = resumed.validation, first.seconds + resumed.seconds
+        extra_steps = resumed.steps
+    return _figures(
+        kind,
+        first.validation,
+        first,
+        {
+            "curve": _val_records(run_dir, offset_after=steps, offset=first.seconds),
+            "equal_time": {
+                "steps": extra_steps,
+                "seconds": seconds,
+                "validation": dataclasses.asdict(equal_time) if equal_time else None,
+            },
+            **_generated(run_dir, options, device),
+        },
+    )
 
 
 def _embedding_stage(options: QualityOptions, seeded: dict, steps: int, run_dir: Path, log):
@@ -447,7 +467,7 @@ def quality_markdown(figures: dict) -> str:
     summary = markdown_table(
         [
             "run",
-            "val NELBO",
+            "val NELBO (ar: NLL)",
             "/ MDLM, equal tokens",
             "/ MDLM, equal wall-clock",
             "levels L_0 + L_1 + ... (mean)",
@@ -493,10 +513,10 @@ def quality_markdown(figures: dict) -> str:
         "run",
         "tokens",
         "train s",
-        "val NELBO",
+        "val NELBO (ar: NLL)",
         "/ MDLM",
         "equal wall-clock / MDLM",
-        "PPL (bound)",
+        "PPL (bound; ar: exact)",
         "BPB",
         "levels L_0 + L_1 + ...",
         "sample unigram entropy",
@@ -510,8 +530,10 @@ def quality_markdown(figures: dict) -> str:
         [
             f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}); per seed MDLM trains "
             f"{figures['options']['minutes']} minutes and every TDLM run its number of steps "
-            f"(equal tokens); the base TDLM then resumes until it has trained as long as MDLM "
-            f"(equal wall-clock). Ratios are to the same seed's MDLM; ± is the sd over seeds. "
+            f"(equal tokens); the base TDLM (and the autoregressive baseline, `ar`) then resumes "
+            f"until it has trained as long as MDLM (equal wall-clock). `ar`'s figure is its exact "
+            f"NLL, the others' an upper bound (NELBO) on theirs. Ratios are to the same seed's "
+            f"MDLM; ± is the sd over seeds. "
             f"{env['device']} {env['device_name']}, {env['threads']} torch thread(s), torch "
             f"{env['torch']}, {env['date']}, commit {env['git_commit']}." + provenance,
             summary,

@@ -1,19 +1,27 @@
-"""``apps/bench throughput``: training and sampling tokens/s of the three contenders (issue 6).
+"""``apps/bench throughput``: training and sampling tokens/s of the contenders (issue 6).
 
 Rounds interleave the models (one timed block per model per round, in turn), so every model sees
 the same machine load; medians and spreads (min-max) over rounds are reported, as ratios to
-MDLM. Each round also times an ``n x n`` matmul (fp32 on the CPU, bf16 on CUDA: the precision
-the training step's matmuls run in), the machine's reference rate for the model FLOPs
-utilisation (MFU) of the training step, counted as in ``benchmarks/nn_flops.py``::
+MDLM as published and to the best MDLM (the fastest MDLM variant measured, by median).
+``--models`` picks the contenders (default :data:`.contenders.DEFAULT_MODELS`, less those that
+cannot run on the device, which the report names with the reason). Each round also times an
+``n x n`` matmul (fp32 on the CPU, bf16 on CUDA: the precision the training step's matmuls run
+in), the machine's reference rate for the model FLOPs utilisation (MFU) of the training step,
+counted as in ``benchmarks/nn_flops.py``::
 
     FLOPs = 6 * P_token * B * L  +  12 * n_blocks * B * L^2 * D
 
 with ``P_token`` the weights each token passes through in a matmul (attention ``4 D^2`` and MLP
 ``2 D * hidden`` per block, plus the head ``D * k``: ``k = N`` for MDLM, the widest tree level
-for TDLM). The chunked loss's recomputed head is not model FLOPs and is not counted.
+for TDLM). A masked-only head loss runs the head on the positions it scores, half of them in
+expectation (:data:`.contenders.MASKED_SHARE`), and its head FLOPs count for those only; the head
+that the chunked and ``torch`` losses recompute in the backward pass is not model FLOPs and is
+not counted.
 
 Sampling: ``ancestral_sample`` with the same number of steps for every model (TDLM spreads them
-over its levels), ``batch x length`` tokens per run.
+over its levels), ``batch x length`` tokens per run. The sampler never reads the head loss, so
+each model kind is sampled once, with its first contender, and its figure stands for every
+contender of that kind.
 
 ``--compile true`` runs every model's backbone through ``torch.compile`` (the warm-up steps and
 sampling runs, untimed, pay for compiling both the training and the sampling graphs).
@@ -26,9 +34,9 @@ further one is reported with its tokens/s, its ratio to MDLM in that mode and it
 per-round ratio to the same model's tokens/s in the first mode.
 
 ``--vocab-sizes`` runs the scale at each of those N in turn (issue 15). On the CPU, where the
-three models (weights, gradients and AdamW states: 16 bytes per parameter each) and one step's
+models (weights, gradients and AdamW states: 16 bytes per parameter each) and one step's
 working set would not fit in the memory available together (by :func:`.memory.analytic_peak`:
-at N = 256,000 the three hold 22 GiB of states), the models run one after the other instead,
+at N = 256,000 each holds 7 GiB of states), the models run one after the other instead,
 each its own rounds, with the reference matmul timed in each round; the report says which.
 """
 
@@ -46,11 +54,14 @@ from tdlm_train.errors import UserError
 
 from .contenders import (
     CHECKPOINTING,
-    MODELS,
+    MASKED_SHARE,
     Contender,
     Scale,
+    bench_models,
     bench_scales,
+    best_of,
     build_contender,
+    parse_contender,
     synthetic_tokens,
 )
 from .memory import HOST_BASELINE, analytic_peak, available_bytes
@@ -64,6 +75,7 @@ __all__ = ["ThroughputOptions", "run_throughput", "step_flops", "throughput_scal
 class ThroughputOptions:
     scale: str = ""  # empty: tiny; with vocab_sizes, paper
     vocab_sizes: tuple[int, ...] = ()  # run the scale at each of these N instead of its own
+    models: tuple[str, ...] = ()  # empty: DEFAULT_MODELS, less what cannot run on the device
     batch: int = 16
     rounds: int = 5
     train_steps: int = 3  # timed training steps per model per round
@@ -76,11 +88,15 @@ class ThroughputOptions:
     out_dir: Path = Path("runs/bench/throughput")
 
 
-def step_flops(config: DiTConfig, batch: int, length: int) -> int:
-    """Model FLOPs of one training step (forward + backward), as in the module doc."""
+def step_flops(config: DiTConfig, batch: int, length: int, head_loss: str = "full") -> int:
+    """Model FLOPs of one training step (forward + backward), as in the module doc: the head
+    on every position for ``full``, on the expected masked share for the others."""
     d, hidden = config.width, config.hidden_size
-    per_token = config.n_blocks * (4 * d * d + 2 * d * hidden) + d * config.shape.num_slots
-    return 6 * per_token * batch * length + 12 * config.n_blocks * batch * length**2 * d
+    tokens = batch * length
+    scored = tokens if head_loss == "full" else MASKED_SHARE * tokens
+    blocks = config.n_blocks * (4 * d * d + 2 * d * hidden) * tokens
+    head = d * config.shape.num_slots * scored
+    return round(6 * (blocks + head) + 12 * config.n_blocks * batch * length**2 * d)
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -96,11 +112,13 @@ def throughput_scales(options: ThroughputOptions) -> list[Scale]:
         raise UserError(f"--scale/--vocab-sizes: {error}") from None
 
 
-def _together(scale: Scale, options: ThroughputOptions, device: torch.device) -> bool:
-    """Whether the three models fit in memory at once (always assumed on CUDA, as before)."""
+def _together(
+    models: tuple[str, ...], scale: Scale, options: ThroughputOptions, device: torch.device
+) -> bool:
+    """Whether the models fit in memory at once (always assumed on CUDA, as before)."""
     if device.type == "cuda":
         return True
-    peaks = [analytic_peak(m, scale, options.batch, "fp32") for m in MODELS]
+    peaks = [analytic_peak(m, scale, options.batch, "fp32") for m in models]
     states = sum(p["states"] for p in peaks)
     working = max(p["total"] - p["states"] for p in peaks)
     return states + working + HOST_BASELINE <= available_bytes()
@@ -115,18 +133,22 @@ def run_throughput(options: ThroughputOptions, log=print) -> dict:
     if not modes or set(modes) - set(CHECKPOINTING) or len(set(modes)) < len(modes):
         raise UserError(f"--checkpointing takes off, selective and/or all, got {modes}")
     device = torch.device(options.device)
-    runs = [_run_scale(scale, options, device, log) for scale in scales]
+    models, left_out = bench_models(options.models, device, log)
+    runs = [_run_scale(models, scale, options, device, log) for scale in scales]
     figures = {
         "bench": "throughput",
         "environment": environment(device),
         "options": {k: str(v) for k, v in vars(options).items()},
+        "left_out": left_out,
         "runs": runs,
     }
     write_report(options.out_dir, "throughput", figures, throughput_markdown(figures))
     return figures
 
 
-def _run_scale(scale: Scale, options: ThroughputOptions, device: torch.device, log) -> dict:
+def _run_scale(
+    models: tuple[str, ...], scale: Scale, options: ThroughputOptions, device: torch.device, log
+) -> dict:
     """Every model's rounds at one scale: interleaved, or one model after the other."""
     x = synthetic_tokens(scale, options.batch, device)
     sampler = SamplerConfig(steps=max(options.sample_steps, 1))
@@ -145,16 +167,19 @@ def _run_scale(scale: Scale, options: ThroughputOptions, device: torch.device, l
             )
         contender.model.train()
 
-    together = _together(scale, options, device)
+    together = _together(models, scale, options, device)
     label = f"{scale.name} N={scale.vocab_size:,}"
     log(f"{label}: " + ("models interleaved" if together else "one model at a time"))
     timed(lambda: a @ a, device=device)  # warm-up: a cold GPU's first matmul runs at a third speed
     modes = options.checkpointing
-    train = {(m, mode): [] for m in MODELS for mode in modes}
-    sample = {m: [] for m in MODELS}
-    matmul = {m: [] for m in MODELS}  # the reference rate of each model's rounds
+    # The contender that samples for each kind: its first (module doc).
+    sampler_of = {parse_contender(m)[0]: m for m in reversed(models)}
+    samplers = set(sampler_of.values()) if options.sample_steps else set()
+    train = {(m, mode): [] for m in models for mode in modes}
+    sample = {m: [] for m in models}
+    matmul = {m: [] for m in models}  # the reference rate of each model's rounds
     shape = {}
-    for group in [MODELS] if together else [(m,) for m in MODELS]:
+    for group in [models] if together else [(m,) for m in models]:
         contenders = {m: build_contender(m, scale, device) for m in group}
         for m, contender in contenders.items():  # warm-up: allocator, AdamW states, kernels
             if options.compile:
@@ -163,12 +188,13 @@ def _run_scale(scale: Scale, options: ThroughputOptions, device: torch.device, l
             for mode in reversed(modes):  # every mode's first step untimed; the main one last
                 contender.model.checkpoint_blocks(*CHECKPOINTING[mode])
                 contender.train_step(x)
-            if options.sample_steps:
+            if m in samplers:
                 sample_run(contender)
             seconds = time.perf_counter() - warm_up
             log(f"{label} {m}: warm-up {seconds:.1f} s")
             config = contender.model.config
-            shape[m] = (contender.parameters, config.n_blocks, step_flops(config, *x.shape))
+            flops = step_flops(config, *x.shape, contender.head_loss)
+            shape[m] = (contender.parameters, config.n_blocks, flops)
         for r in range(options.rounds):
             rate = 2 * options.matmul_size**3 / timed(lambda: a @ a, device=device)[0]
             for m, contender in contenders.items():
@@ -180,7 +206,7 @@ def _run_scale(scale: Scale, options: ThroughputOptions, device: torch.device, l
                         device=device,
                     )
                     train[m, mode].append(options.train_steps * x.numel() / seconds)
-                if options.sample_steps:
+                if m in samplers:
                     seconds, _ = timed(lambda c=contender: sample_run(c), device=device)
                     sample[m].append(options.sample_batch * scale.seq_len / seconds)
             log(
@@ -191,7 +217,7 @@ def _run_scale(scale: Scale, options: ThroughputOptions, device: torch.device, l
         gc.collect()  # the next group's models need this one's memory
 
     def ratio(values: list[float], to: list[float]) -> float | None:
-        if not values:
+        if not values or not to:
             return None
         return statistics.median([t / b for t, b in zip(values, to, strict=True)])
 
@@ -199,6 +225,8 @@ def _run_scale(scale: Scale, options: ThroughputOptions, device: torch.device, l
         parameters, n_blocks, flops = shape[m]
         rounds = train[m, mode]
         mfu = [t / x.numel() * flops / rate for t, rate in zip(rounds, matmul[m], strict=True)]
+        medians = {other: statistics.median(train[other, mode]) for other in models}
+        best = best_of(medians, "mdlm", highest=True)
         return {
             "parameters": parameters,
             "n_blocks": n_blocks,
@@ -206,21 +234,26 @@ def _run_scale(scale: Scale, options: ThroughputOptions, device: torch.device, l
             "train_tokens_per_s": _stats(rounds),
             "train_tokens_per_s_rounds": rounds,
             "mfu": _stats(mfu),
-            "train_ratio_to_mdlm": ratio(rounds, train["mdlm", mode]),
+            "train_ratio_to_mdlm": ratio(rounds, train.get(("mdlm", mode))),
+            "best_mdlm": best,
+            "train_ratio_to_best_mdlm": ratio(rounds, train.get((best, mode))),
         }
 
-    models = {
+    def sampled(m: str) -> list[float]:
+        return sample[sampler_of[parse_contender(m)[0]]]
+
+    results = {
         m: speed(m, modes[0])
         | {
-            "sample_tokens_per_s": _stats(sample[m]) if sample[m] else None,
-            "sample_ratio_to_mdlm": ratio(sample[m], sample["mdlm"]),
+            "sample_tokens_per_s": _stats(sampled(m)) if sampled(m) else None,
+            "sample_ratio_to_mdlm": ratio(sampled(m), sample.get(sampler_of.get("mdlm"))),
         }
-        for m in MODELS
+        for m in models
     }
     recomputed = {
         mode: {
             m: speed(m, mode) | {"ratio_to_main_mode": ratio(train[m, mode], train[m, modes[0]])}
-            for m in MODELS
+            for m in models
         }
         for mode in modes[1:]
     }
@@ -229,9 +262,9 @@ def _run_scale(scale: Scale, options: ThroughputOptions, device: torch.device, l
         "vocab_size": scale.vocab_size,
         "seq_len": scale.seq_len,
         "interleaved": together,
-        "matmul_flops_per_s": _stats([r for m in MODELS for r in matmul[m]]),
+        "matmul_flops_per_s": _stats([r for m in models for r in matmul[m]]),
         "checkpointing": modes[0],
-        "models": models,
+        "models": results,
         "other_checkpointing": recomputed,
     }
 
@@ -245,6 +278,10 @@ def throughput_markdown(figures: dict) -> str:
     def ratio(value: float | None) -> str:
         return "—" if value is None else f"{value:.2f}"
 
+    def to_best(r: dict) -> str:
+        best = r["best_mdlm"]
+        return "—" if best is None else f"{ratio(r['train_ratio_to_best_mdlm'])} ({best})"
+
     rows = [
         [
             run["scale"],
@@ -255,6 +292,7 @@ def throughput_markdown(figures: dict) -> str:
             r["n_blocks"],
             cell(r["train_tokens_per_s"]),
             ratio(r["train_ratio_to_mdlm"]),
+            to_best(r),
             cell(r["sample_tokens_per_s"]),
             ratio(r["sample_ratio_to_mdlm"]),
             f"{100 * r['mfu']['median']:.0f}% ({100 * r['mfu']['min']:.0f}-"
@@ -271,6 +309,7 @@ def throughput_markdown(figures: dict) -> str:
             m,
             cell(r["train_tokens_per_s"]),
             ratio(r["train_ratio_to_mdlm"]),
+            to_best(r),
             ratio(r["ratio_to_main_mode"]),
         ]
         for run in figures["runs"]
@@ -286,6 +325,7 @@ def throughput_markdown(figures: dict) -> str:
         if o["sample_steps"] != "0"
         else "no sampling"
     )
+    left_out = figures["left_out"]
     return "\n\n".join(
         [
             f"Training batch {o['batch']}, {o['rounds']} rounds of {o['train_steps']} steps per "
@@ -293,8 +333,14 @@ def throughput_markdown(figures: dict) -> str:
             f"activation checkpointing {main_mode}; {env['device']} {env['device_name']}, "
             f"{env['threads']} torch thread(s), torch {env['torch']}, {env['date']}, "
             f"commit {env['git_commit']}. Median (min-max) over rounds; ratios are medians of "
-            f"per-round ratios; matmul {rates} GFLOP/s (median per scale, "
-            f"{o['matmul_size']}^2, bf16 on CUDA, else fp32).",
+            f"per-round ratios; / best MDLM is to the fastest MDLM variant (named); matmul "
+            f"{rates} GFLOP/s (median per scale, {o['matmul_size']}^2, bf16 on CUDA, else "
+            "fp32). The sampler reads no head loss: each model kind is sampled once.",
+            *(
+                ["Not run here: " + "; ".join(f"{m}: {why}" for m, why in left_out.items()) + "."]
+                if left_out
+                else []
+            ),
             markdown_table(
                 [
                     "scale",
@@ -305,6 +351,7 @@ def throughput_markdown(figures: dict) -> str:
                     "blocks",
                     "train tokens/s",
                     "/ MDLM",
+                    "/ best MDLM",
                     "sample tokens/s",
                     "/ MDLM",
                     "MFU",
@@ -324,6 +371,7 @@ def throughput_markdown(figures: dict) -> str:
                             "model",
                             "train tokens/s",
                             "/ MDLM",
+                            "/ best MDLM",
                             f"/ {main_mode}",
                         ],
                         others,

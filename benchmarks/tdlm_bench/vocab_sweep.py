@@ -1,21 +1,24 @@
-"""``apps/bench vocab``: memory and speed of the three contenders against the vocabulary size N
+"""``apps/bench vocab``: memory and speed of the contenders against the vocabulary size N
 (issue 15), from 32K to 256K tokens, in one command.
 
 For every N it runs ``apps/bench memory`` (CPU peak of one training step at ``--batches``, no
 activation checkpointing, and the paper-regime bf16 estimate) and ``apps/bench throughput``
-(training tokens/s at batch 1, no sampling) on the paper scale at that N, each into its own
-folder under ``--out`` (``memory-N<N>``, ``throughput-N<N>``), then writes ``vocab.json``,
-``vocab.md`` and one plot, ``vocab.png``: TDLM's memory and speed ratios against N, measured
-and analytic. A folder that already holds its bench's result for the same options is reused, so
-the sweep can run one N at a time on a shared machine and a last run with every N only
-assembles the report.
+(training tokens/s at batch 1, no sampling) on the paper scale at that N with ``--models``
+(default :data:`.contenders.DEFAULT_MODELS`), each into its own folder under ``--out``
+(``memory-N<N>``, ``throughput-N<N>``), then writes ``vocab.json``, ``vocab.md`` and one plot,
+``vocab.png``: TDLM's memory and speed ratios against N, measured and analytic, to MDLM as
+published and to the best MDLM (the lowest-memory, or the fastest, MDLM variant measured or
+counted at that N). A folder that already holds its bench's result for the same options is
+reused, so the sweep can run one N at a time on a shared machine and a last run with every N
+only assembles the report.
 
 The parameter budget is the contenders' (:mod:`.contenders`): MDLM's total parameter count,
-head included, TDLM deepened to it. Beside the analytic memory it also gives, as a reference
-and not a contender, TDLM at MDLM's depth (the same blocks, without the head's parameters).
-The analytic speed ratio is the ratio of FLOPs per training step: model FLOPs
-(:func:`.throughput.step_flops`) plus, for the chunked loss, its recomputed head (``2 D N`` per
-token).
+head included, TDLM deepened to it. The analytic memory counts every contender that has a count
+(:data:`.memory.COUNTED`), and beside it, as a reference and not a contender, TDLM at MDLM's
+depth (the same blocks, without the head's parameters). The analytic speed ratio is the ratio
+of FLOPs per training step: model FLOPs (:func:`.throughput.step_flops`) plus, for the
+``chunked`` and ``torch`` head losses, the head their backward pass recomputes (``2 D N`` per
+scored position).
 """
 
 import dataclasses
@@ -29,18 +32,29 @@ import torch
 from tdlm_nn import param_breakdown
 from tdlm_train.errors import UserError
 
-from .contenders import MODELS, Scale, bench_scales, contender_config
-from .memory import MemoryOptions, analytic_peak, run_memory
+from .contenders import (
+    MASKED_SHARE,
+    Scale,
+    bench_scales,
+    best_of,
+    contender_config,
+    parse_contender,
+)
+from .memory import COUNTED, MemoryOptions, analytic_peak, run_memory, tdlm_against_mdlm
 from .report import environment, markdown_table, mib, pyplot, write_report
 from .throughput import ThroughputOptions, run_throughput, step_flops
 
 __all__ = ["VocabSweepOptions", "run_vocab_sweep"]
+
+# Head losses whose backward pass computes the logits again (not model FLOPs, but time).
+_RECOMPUTING = ("chunked", "torch")
 
 
 @dataclass(frozen=True, kw_only=True)
 class VocabSweepOptions:
     scale: str = "paper"  # the scale swept, at each N
     vocab_sizes: tuple[int, ...] = (32_768, 50_258, 128_256, 256_000)
+    models: tuple[str, ...] = ()  # empty: DEFAULT_MODELS, less what cannot run on the device
     batches: tuple[int, ...] = (1, 2)  # memory: batches measured (skipped where they do not fit)
     rounds: int = 3  # throughput: rounds per model at batch 1
     train_steps: int = 1  # throughput: timed training steps per model per round
@@ -57,14 +71,17 @@ def _scales(options: VocabSweepOptions) -> list[Scale]:
 
 def _reuse_or_run(bench: str, options, run, log) -> dict:
     """``bench``'s figures in ``options.out_dir``: read back if written with these options (an
-    option added since then counts as given at its default)."""
+    option added since then counts as given at its default, except ``models``: a part from
+    before it measured other contenders)."""
     path = options.out_dir / f"{bench}.json"
     wanted = {k: str(v) for k, v in vars(options).items() if k != "out_dir"}
     if path.exists():
         figures = json.loads(path.read_text())
-        defaults = {f.name: str(f.default) for f in dataclasses.fields(options)}
-        written = {k: figures["options"].get(k, defaults[k]) for k in wanted}
-        if written != wanted or set(figures["options"]) - set(defaults):
+        defaults = {
+            f.name: str(f.default) for f in dataclasses.fields(options) if f.name != "models"
+        }
+        written = {k: figures["options"].get(k, defaults.get(k)) for k in wanted}
+        if written != wanted or set(figures["options"]) - set(wanted) - {"out_dir"}:
             raise UserError(
                 f"{options.out_dir} holds a {bench} run with other options; delete it to redo it"
             )
@@ -87,15 +104,15 @@ def _budget(scale: Scale) -> list[dict]:
 
 
 def _analytic(scale: Scale) -> list[dict]:
-    """bf16 paper regime (16 x 1024 tokens, one GPU): no checkpointing, every block recomputed
-    selectively, every block recomputed in full."""
+    """bf16 paper regime (16 x 1024 tokens, one GPU), every counted contender: no
+    checkpointing, every block recomputed selectively, every block recomputed in full."""
     mdlm = contender_config("mdlm", scale)
     shallow = dataclasses.replace(
         contender_config("tdlm", scale), n_blocks=mdlm.n_blocks, mlp_hidden=mdlm.hidden_size
     )
     rows = []
     for mode in ("off", "selective", "all"):
-        totals = {m: analytic_peak(m, scale, 16, "bf16", mode)["total"] for m in MODELS}
+        totals = {m: analytic_peak(m, scale, 16, "bf16", mode)["total"] for m in COUNTED}
         reference = analytic_peak("tdlm", scale, 16, "bf16", mode, config=shallow)
         rows.append(
             {"checkpointing": mode, "totals": totals, "tdlm_at_mdlm_depth": reference["total"]}
@@ -103,12 +120,16 @@ def _analytic(scale: Scale) -> list[dict]:
     return rows
 
 
-def _flops(scale: Scale) -> dict[str, int]:
+def _flops(scale: Scale, models: list[str]) -> dict[str, int]:
     """FLOPs of one training step at batch 1 (module doc)."""
-    flops = {m: step_flops(contender_config(m, scale), 1, scale.seq_len) for m in MODELS}
-    flops["mdlm-chunked"] += (
-        2 * contender_config("mdlm", scale).width * scale.vocab_size * (scale.seq_len)
-    )
+    flops = {}
+    for m in models:
+        config = contender_config(m, scale)
+        head_loss = parse_contender(m)[1]
+        flops[m] = step_flops(config, 1, scale.seq_len, head_loss)
+        if head_loss in _RECOMPUTING:
+            scored = MASKED_SHARE * scale.seq_len
+            flops[m] += round(2 * config.width * config.shape.num_slots * scored)
     return flops
 
 
@@ -119,6 +140,20 @@ def _round_ratio(models: dict, a: str, b: str) -> dict[str, float]:
     )
     ratios = [x / y for x, y in pairs]
     return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
+
+def _speed(models: dict) -> dict:
+    """The fastest TDLM and MDLM contenders (by median tokens/s) and the TDLM's per-round
+    ratios to every MDLM contender."""
+    medians = {m: r["train_tokens_per_s"]["median"] for m, r in models.items()}
+    tdlm = best_of(medians, "tdlm", highest=True)
+    fastest = {"tdlm": tdlm, "mdlm": best_of(medians, "mdlm", highest=True)}
+    ratios = {
+        f"{tdlm}/{m}": _round_ratio(models, tdlm, m)
+        for m in models
+        if tdlm is not None and parse_contender(m)[0] == "mdlm"
+    }
+    return {"fastest": fastest, "speed_ratio": ratios}
 
 
 def run_vocab_sweep(options: VocabSweepOptions, log=print) -> dict:
@@ -132,6 +167,7 @@ def run_vocab_sweep(options: VocabSweepOptions, log=print) -> dict:
         memory_options = MemoryOptions(
             scales=(options.scale,),
             vocab_sizes=(n,),
+            models=options.models,
             batches=options.batches,
             checkpointing=("off",),
             device=options.device,
@@ -140,6 +176,7 @@ def run_vocab_sweep(options: VocabSweepOptions, log=print) -> dict:
         throughput_options = ThroughputOptions(
             scale=options.scale,
             vocab_sizes=(n,),
+            models=options.models,
             batch=1,
             rounds=options.rounds,
             train_steps=options.train_steps,
@@ -154,25 +191,23 @@ def run_vocab_sweep(options: VocabSweepOptions, log=print) -> dict:
             {
                 "vocab_size": n,
                 "budget": _budget(scale),
+                "models": list(models),
                 "measured_memory": [
                     {
                         "batch": r["batch"],
                         "model": r["model"],
                         "peak_bytes": r["peak_bytes"],
-                        "analytic_bytes": r["analytic"]["total"],
+                        "analytic_bytes": r["analytic"]["total"] if r["analytic"] else None,
                         "skipped": r.get("skipped"),
                     }
                     for r in memory["measurements"]
                 ],
                 "analytic_memory": _analytic(scale),
-                "train_tokens_per_s": {m: models[m]["train_tokens_per_s"] for m in MODELS},
-                "speed_ratio": {
-                    "tdlm/mdlm": _round_ratio(models, "tdlm", "mdlm"),
-                    "tdlm/mdlm-chunked": _round_ratio(models, "tdlm", "mdlm-chunked"),
-                },
+                "train_tokens_per_s": {m: r["train_tokens_per_s"] for m, r in models.items()},
+                **_speed(models),
                 "interleaved": speed["runs"][0]["interleaved"],
                 "threads": speed["environment"]["threads"],
-                "flops": _flops(scale),
+                "flops": _flops(scale, list(models)),
                 "measured_on": sorted(
                     {memory["environment"]["date"], speed["environment"]["date"]}
                 ),
@@ -199,21 +234,43 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 def _memory_rows(point: dict) -> list[list]:
     rows = []
+    models = list(dict.fromkeys(r["model"] for r in point["measured_memory"]))
     cells = {(r["batch"], r["model"]): r for r in point["measured_memory"]}
     for batch in dict.fromkeys(r["batch"] for r in point["measured_memory"]):
-        got = [cells.get((batch, m), {}) for m in MODELS]
-        peaks = [c.get("peak_bytes") for c in got]
+        got = {m: cells.get((batch, m), {}) for m in models}
         rows.append(
             [f"{point['vocab_size']:,}", batch]
             + [
-                f"{mib(c['peak_bytes'])} ({mib(c['analytic_bytes'])})"
+                f"{mib(c['peak_bytes'])} "
+                f"({mib(c['analytic_bytes']) if c.get('analytic_bytes') else '—'})"
                 if c.get("peak_bytes")
                 else "skipped"
-                for c in got
+                for c in got.values()
             ]
-            + [_ratio(peaks[2], peaks[0]), _ratio(peaks[2], peaks[1])]
+            + tdlm_against_mdlm({m: c.get("peak_bytes") for m, c in got.items()})
         )
     return rows
+
+
+def _stats_cell(s: dict, digits: int = 1) -> str:
+    return f"{s['median']:,.{digits}f} ({s['min']:,.{digits}f}-{s['max']:,.{digits}f})"
+
+
+def _speed_row(p: dict) -> list[str]:
+    fastest = p["fastest"]
+    tdlm, best = fastest["tdlm"], fastest["mdlm"]
+    ratio = p["speed_ratio"]
+    flops = p["flops"]
+    return (
+        [f"{p['vocab_size']:,}", "interleaved" if p["interleaved"] else "one at a time"]
+        + [_stats_cell(s) for s in p["train_tokens_per_s"].values()]
+        + [
+            _stats_cell(ratio[f"{tdlm}/mdlm"], 2) if f"{tdlm}/mdlm" in ratio else "—",
+            f"{_stats_cell(ratio[f'{tdlm}/{best}'], 2)} ({best})" if best and tdlm else "—",
+            _ratio(flops.get("mdlm"), flops.get(tdlm)),
+            f"{_ratio(flops.get(best), flops.get(tdlm))} ({best})" if best else "—",
+        ]
+    )
 
 
 def vocab_markdown(figures: dict) -> str:
@@ -222,7 +279,7 @@ def vocab_markdown(figures: dict) -> str:
     budget = [
         [
             f"{p['vocab_size']:,}",
-            "MDLM (both)" if row["model"] == "mdlm" else "TDLM",
+            "MDLM (every head loss)" if row["model"] == "mdlm" else "TDLM",
             row["n_blocks"],
             row["mlp_hidden"],
             f"{row['embedding']:,}",
@@ -233,34 +290,21 @@ def vocab_markdown(figures: dict) -> str:
         for p in points
         for row in p["budget"]
     ]
-    analytic = [
-        [f"{p['vocab_size']:,}", row["checkpointing"]]
-        + [mib(row["totals"][m]) for m in MODELS]
-        + [
-            _ratio(row["totals"]["tdlm"], row["totals"]["mdlm"]),
-            _ratio(row["totals"]["tdlm"], row["totals"]["mdlm-chunked"]),
-            f"{mib(row['tdlm_at_mdlm_depth'])} "
-            f"({_ratio(row['tdlm_at_mdlm_depth'], row['totals']['mdlm'])})",
-        ]
-        for p in points
-        for row in p["analytic_memory"]
-    ]
-    speed = [
-        [f"{p['vocab_size']:,}", "interleaved" if p["interleaved"] else "one at a time"]
-        + [
-            f"{s['median']:,.1f} ({s['min']:,.1f}-{s['max']:,.1f})"
-            for s in (p["train_tokens_per_s"][m] for m in MODELS)
-        ]
-        + [
-            "{median:.2f} ({min:.2f}-{max:.2f})".format(**p["speed_ratio"][key])
-            for key in ("tdlm/mdlm", "tdlm/mdlm-chunked")
-        ]
-        + [
-            _ratio(p["flops"]["mdlm"], p["flops"]["tdlm"]),
-            _ratio(p["flops"]["mdlm-chunked"], p["flops"]["tdlm"]),
-        ]
-        for p in points
-    ]
+    analytic = []
+    for p in points:
+        for row in p["analytic_memory"]:
+            totals = row["totals"]
+            analytic.append(
+                [f"{p['vocab_size']:,}", row["checkpointing"]]
+                + [mib(t) for t in totals.values()]
+                + tdlm_against_mdlm(totals)
+                + [
+                    f"{mib(row['tdlm_at_mdlm_depth'])} "
+                    f"({_ratio(row['tdlm_at_mdlm_depth'], totals['mdlm'])})"
+                ]
+            )
+    counted = list(points[0]["analytic_memory"][0]["totals"])
+    measured = points[0]["models"]
     dates = sorted({d for p in points for d in p["measured_on"]})
     commits = sorted({c for p in points for c in p["commits"]})
     threads = "/".join(str(t) for t in sorted({p["threads"] for p in points}))
@@ -269,7 +313,8 @@ def vocab_markdown(figures: dict) -> str:
             f"The {scale} scale at each N (paper: width 768, 12 heads, L = 1,024, small preset; "
             f"TDLM on a K = 64 tree); {env['device']} {env['device_name']}, {threads} torch "
             f"thread(s), torch {env['torch']}; benches finished {dates[0]} to {dates[-1]}, "
-            f"commit {', '.join(commits)}.",
+            f"commit {', '.join(commits)}. TDLM is the best TDLM contender of a row, the best "
+            "MDLM the lowest-memory (speed: the fastest) MDLM contender, named.",
             "Parameter budget (MDLM's total, head included; TDLM deepened to it):",
             markdown_table(
                 ["N", "model", "blocks", "MLP", "embedding", "blocks", "head", "total"], budget
@@ -277,15 +322,7 @@ def vocab_markdown(figures: dict) -> str:
             "Peak memory of one training step on the CPU (fp32, no activation checkpointing; "
             "analytic estimate in brackets), MiB:",
             markdown_table(
-                [
-                    "N",
-                    "batch",
-                    "MDLM",
-                    "MDLM chunked-CE",
-                    "TDLM",
-                    "TDLM / MDLM",
-                    "TDLM / chunked",
-                ],
+                ["N", "batch", *measured, "TDLM / MDLM", "TDLM / best MDLM"],
                 [row for p in points for row in _memory_rows(p)],
             ),
             "Analytic peak in the paper's regime (bf16 autocast, 16 sequences, one GPU), "
@@ -295,11 +332,9 @@ def vocab_markdown(figures: dict) -> str:
                 [
                     "N",
                     "activation checkpointing",
-                    "MDLM",
-                    "MDLM chunked-CE",
-                    "TDLM",
+                    *counted,
                     "TDLM / MDLM",
-                    "TDLM / chunked",
+                    "TDLM / best MDLM",
                     "TDLM at MDLM's depth",
                 ],
                 analytic,
@@ -311,15 +346,13 @@ def vocab_markdown(figures: dict) -> str:
                 [
                     "N",
                     "rounds",
-                    "MDLM",
-                    "MDLM chunked-CE",
-                    "TDLM",
+                    *measured,
                     "TDLM / MDLM",
-                    "TDLM / chunked",
+                    "TDLM / fastest MDLM",
                     "FLOPs MDLM / TDLM",
-                    "FLOPs chunked / TDLM",
+                    "FLOPs fastest MDLM / TDLM",
                 ],
-                speed,
+                [_speed_row(p) for p in points],
             ),
         ]
     )
@@ -328,44 +361,61 @@ def vocab_markdown(figures: dict) -> str:
 _RECOMPUTE_LABEL = {"off": "", "selective": ", selective recompute", "all": ", full recompute"}
 
 
+def _tdlm_over(values: dict, best: bool) -> float | None:
+    """The best TDLM's value over MDLM's (``best``: over the best MDLM's), lowest wins."""
+    tdlm = best_of(values, "tdlm")
+    other = best_of(values, "mdlm") if best else "mdlm"
+    if tdlm is None or not values.get(other):
+        return None
+    return values[tdlm] / values[other]
+
+
 def _plot(points: list[dict], path: Path) -> None:
     plt = pyplot()
     n = [p["vocab_size"] for p in points]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     batches = sorted({r["batch"] for p in points for r in p["measured_memory"]})
-    for other, color in (("mdlm", "C0"), ("mdlm-chunked", "C1")):
+    for best, label, color in ((False, "MDLM", "C0"), (True, "best MDLM", "C1")):
         for batch, marker in zip(batches, "os^v", strict=False):
             xs, ys = [], []
             for p in points:
                 peaks = {
                     r["model"]: r["peak_bytes"] for r in p["measured_memory"] if r["batch"] == batch
                 }
-                if peaks.get("tdlm") and peaks.get(other):
+                ratio = _tdlm_over(peaks, best)
+                if ratio is not None:
                     xs.append(p["vocab_size"])
-                    ys.append(peaks["tdlm"] / peaks[other])
+                    ys.append(ratio)
             left.plot(
-                xs, ys, marker=marker, color=color, label=f"TDLM / {other}, CPU fp32 batch {batch}"
+                xs, ys, marker=marker, color=color, label=f"TDLM / {label}, CPU fp32 batch {batch}"
             )
         for mode, style in (("off", "--"), ("selective", "-."), ("all", ":")):
-            ratios = [
+            totals = [
                 next(r for r in p["analytic_memory"] if r["checkpointing"] == mode)["totals"]
                 for p in points
             ]
             left.plot(
                 n,
-                [t["tdlm"] / t[other] for t in ratios],
+                [_tdlm_over(t, best) for t in totals],
                 style,
                 color=color,
-                label=f"TDLM / {other}, bf16 batch 16 analytic" + _RECOMPUTE_LABEL[mode],
+                label=f"TDLM / {label}, bf16 batch 16 analytic" + _RECOMPUTE_LABEL[mode],
             )
     left.axhline(0.3, color="grey", lw=0.8)
     left.set(xscale="log", xlabel="vocabulary size N", ylabel="peak memory ratio", ylim=(0, None))
     left.set_title("memory: TDLM / baseline (grey: 0.3)")
     left.legend(fontsize=7)
-    for other, color in (("mdlm", "C0"), ("mdlm-chunked", "C1")):
-        ratios = [p["speed_ratio"][f"tdlm/{other}"] for p in points]
+    for fastest, label, color in ((False, "MDLM", "C0"), (True, "fastest MDLM", "C1")):
+        xs, ratios, flops = [], [], []
+        for p in points:
+            tdlm = p["fastest"]["tdlm"]
+            other = p["fastest"]["mdlm"] if fastest else "mdlm"
+            if f"{tdlm}/{other}" in p["speed_ratio"]:
+                xs.append(p["vocab_size"])
+                ratios.append(p["speed_ratio"][f"{tdlm}/{other}"])
+                flops.append(p["flops"][other] / p["flops"][tdlm])
         right.errorbar(
-            n,
+            xs,
             [r["median"] for r in ratios],
             yerr=[
                 [r["median"] - r["min"] for r in ratios],
@@ -374,15 +424,9 @@ def _plot(points: list[dict], path: Path) -> None:
             fmt="o-",
             capsize=3,
             color=color,
-            label=f"TDLM / {other}, CPU fp32 batch 1 (median, range over rounds)",
+            label=f"TDLM / {label}, CPU fp32 batch 1 (median, range over rounds)",
         )
-        right.plot(
-            n,
-            [p["flops"][other] / p["flops"]["tdlm"] for p in points],
-            "--",
-            color=color,
-            label=f"{other} / TDLM FLOPs (analytic)",
-        )
+        right.plot(xs, flops, "--", color=color, label=f"{label} / TDLM FLOPs (analytic)")
     right.axhline(1.3, color="grey", lw=0.8)
     right.axhline(1.0, color="grey", lw=0.5, ls=":")
     right.set(xscale="log", xlabel="vocabulary size N", ylabel="training tokens/s ratio")
