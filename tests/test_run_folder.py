@@ -155,7 +155,9 @@ def test_options_are_checked_once_whatever_their_order(flags):
         ("model.dropout", "1.5", "--model: dropout must lie in [0, 1)"),
         ("model.checkpoint_blocks", "x", "--model: checkpoint_blocks takes all, none or"),
         ("model.preset", "huge", "--model: preset must be one of"),
-        ("kind", "gpt", "--kind (--model) must be tdlm or mdlm"),
+        ("kind", "gpt", "--kind (--model) must be tdlm, mdlm or ar"),
+            ("model.spend", "height", "--model: spend must be one of"),
+            ("diffusion.head_loss", "fast", "unknown --diffusion.head_loss 'fast'"),
     ],
 )
 def test_nonsense_values_get_one_clear_sentence(flag, value, message):
