@@ -34,6 +34,9 @@ def _fails(capsys, main, argv, message: str) -> None:
             marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only case"),
         ),
         ({"diffusion.schedule.allocation": "random"}, "schedule.allocation expects one of"),
+        # A fused head loss takes a softmax over every slot: not on a tree with fewer children.
+        ({"diffusion.head_loss": "chunked"}, "--diffusion.head_loss: head loss 'chunked' takes"),
+        ({"kind": "mdlm", "diffusion.head_loss": "cce"}, "head loss 'cce'"),
         ({"tree.method": "magic"}, "tree.method must be one of"),
         ({"tree.method": "embedding"}, "needs tree.embeddings"),
         (
