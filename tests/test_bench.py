@@ -30,7 +30,7 @@ from tdlm_bench.contenders import parse_contender, synthetic_tokens
 from tdlm_bench.quality import merge_quality
 
 from tdlm_diffusion import CHUNK_LOGITS, HEAD_LOSSES, head_loss_unavailable
-from tdlm_nn import param_breakdown
+from tdlm_nn import SPENDS, param_breakdown
 from tdlm_train.errors import UserError
 
 SMALL = Scale(name="small-test", preset="tiny", vocab_size=512, seq_len=32, branching=8)
@@ -40,21 +40,23 @@ LOGIT_HEAVY = Scale(name="logit-test", preset="tiny", vocab_size=16_384, seq_len
 CPU = torch.device("cpu")
 
 
-def test_contender_names_are_a_kind_and_a_head_loss():
-    assert parse_contender("mdlm") == ("mdlm", "full")
-    assert parse_contender("mdlm-torch") == ("mdlm", "torch")
-    assert parse_contender("tdlm-masked") == ("tdlm", "masked")
-    assert {parse_contender(m)[1] for m in MODELS} == set(HEAD_LOSSES)
+def test_contender_names_are_a_kind_a_head_loss_and_a_spend():
+    assert parse_contender("mdlm") == ("mdlm", "full", "depth")
+    assert parse_contender("mdlm-torch") == ("mdlm", "torch", "depth")
+    assert parse_contender("tdlm-masked") == ("tdlm", "masked", "depth")
+    assert parse_contender("tdlm@none") == ("tdlm", "full", "none")
+    assert {parse_contender(m).head_loss for m in MODELS} == set(HEAD_LOSSES)
+    assert {parse_contender(m).spend for m in MODELS} == set(SPENDS)
     assert set(DEFAULT_MODELS) <= set(MODELS)
     with pytest.raises(ValueError, match="unknown bench model"):
         parse_contender("mdlm-fast")
 
 
-@pytest.mark.parametrize("name", [m for m in MODELS if m not in ("mdlm", "tdlm")])
+@pytest.mark.parametrize("name", [m for m in MODELS if parse_contender(m).head_loss != "full"])
 def test_every_contender_computes_its_kinds_full_loss_and_gradients(name, monkeypatch):
     """The same network and draw: every head loss gives the full-logits loss and gradients,
     and the library is asked for that head loss (not the plain one, which gives them too)."""
-    kind, head_loss = parse_contender(name)
+    kind, head_loss, _ = parse_contender(name)
     reason = head_loss_unavailable(head_loss, CPU)
     if reason is not None:
         pytest.skip(reason)
@@ -101,6 +103,23 @@ def test_a_contender_that_cannot_run_here_is_refused_with_the_librarys_reason(mo
     with pytest.raises(ValueError, match=f"mdlm-torch: {reason}"):
         build_contender("mdlm-torch", SMALL, CPU)
     assert contenders.bench_models(("mdlm-chunked",), CPU) == (("mdlm-chunked",), {})
+
+
+def test_spend_contenders_are_mdlm_depth_at_or_under_its_budget():
+    """tdlm@width: MDLM's 12 blocks, wider, within 1% of MDLM's parameters; tdlm@none: MDLM's
+    depth and width and fewer parameters (its head's saving unspent). best_of, which picks the
+    best MDLM and TDLM at the budget, never picks tdlm@none however low its value."""
+    paper = contenders.SCALES["paper"]
+    mdlm, width, none = (contender_config(m, paper) for m in ("mdlm", "tdlm@width", "tdlm@none"))
+    budget = param_breakdown(mdlm).total
+    assert width.n_blocks == none.n_blocks == mdlm.n_blocks
+    assert width.width > mdlm.width == none.width
+    assert abs(param_breakdown(width).total / budget - 1) < 0.01
+    assert param_breakdown(none).blocks == param_breakdown(mdlm).blocks
+    assert param_breakdown(none).total < 0.8 * budget  # MDLM's 38.6M-parameter head is 23%
+    assert contenders.best_of({"tdlm": 3.0, "tdlm@none": 1.0, "tdlm@width": 2.0}, "tdlm") == (
+        "tdlm@width"
+    )
 
 
 def test_tdlm_contender_has_mdlm_budget_and_more_blocks():
@@ -176,8 +195,10 @@ def test_analytic_head_term_scales_with_the_logits_each_head_loss_keeps():
     heads = [peak[m]["head"] for m in ("mdlm", "mdlm-masked", "mdlm-chunked", "mdlm-torch")]
     assert heads == sorted(heads, reverse=True)
     for m in memory.COUNTED:  # the head loss changes no parameter and no activation
-        assert peak[m]["states"] == peak[parse_contender(m)[0]]["states"]
-        assert peak[m]["activations"] == peak[parse_contender(m)[0]]["activations"]
+        name = parse_contender(m)
+        plain = name.kind + ("" if name.spend == "depth" else f"@{name.spend}")
+        assert peak[m]["states"] == peak[plain]["states"]
+        assert peak[m]["activations"] == peak[plain]["activations"]
     with pytest.raises(ValueError, match="no analytic count"):
         memory.analytic_peak("mdlm-liger", paper, 16, "bf16")
 

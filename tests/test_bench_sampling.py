@@ -99,3 +99,28 @@ def test_sampling_cli_errors_and_help(capsys):
     assert "3 levels" in capsys.readouterr().err
     assert bench_main(["sampling", "--help"]) == 0
     assert "--analytic-batches" in capsys.readouterr().out
+
+
+def test_tdlm_at_mdlm_depth_samples_in_less_memory_and_fewer_flops():
+    """tdlm@none (MDLM's 12 blocks on the tree) and tdlm@width (MDLM's depth, wider) at N =
+    256,000: the same K-wide logits as TDLM, and MDLM's depth, so fewer FLOPs than the 37-block
+    TDLM; tdlm@none also less memory, tdlm@width (width 1,104: wider activations) less than
+    MDLM's."""
+    scale = sampling_scale(256_000, 1024)
+    got = {
+        m: analytic_sampling(m, scale, 4, 8, "float64")
+        for m in ("mdlm", "tdlm", "tdlm@width", "tdlm@none")
+    }
+    assert got["tdlm@none"]["n_blocks"] == got["tdlm@width"]["n_blocks"] == got["mdlm"]["n_blocks"]
+    assert got["tdlm@none"]["logits"] == got["tdlm"]["logits"] == got["tdlm@width"]["logits"]
+    assert got["tdlm@none"]["total"] < got["tdlm"]["total"] < got["mdlm"]["total"]
+    assert got["tdlm@width"]["total"] < 0.3 * got["mdlm"]["total"]
+    for m in ("tdlm@none", "tdlm@width"):
+        assert got[m]["run_flops"] < got["tdlm"]["run_flops"]
+    assert got["tdlm@none"]["run_flops"] < 0.5 * got["mdlm"]["run_flops"]  # no 256K-wide head
+
+
+def test_sampling_models_must_be_mdlm_and_tdlm_networks(capsys):
+    for models in ("tdlm", "mdlm,mdlm-torch", "mdlm,tdlm@fast"):
+        assert bench_main(["sampling", "--models", models]) == 2
+        assert "--models" in capsys.readouterr().err

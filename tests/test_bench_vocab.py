@@ -172,7 +172,7 @@ def test_vocab_sweep_writes_one_report_and_reuses_finished_parts(small_scale, tm
     saved = json.loads((tmp_path / "vocab.json").read_text())
     assert saved["points"] == json.loads(json.dumps(points))
     text = (tmp_path / "vocab.md").read_text()
-    assert "TDLM at MDLM's depth" in text and "| 1,024 |" in text
+    assert "tdlm@none / MDLM" in text and "| 1,024 |" in text
     assert "TDLM / best MDLM" in text and "TDLM / fastest MDLM" in text
     assert (tmp_path / "vocab.png").stat().st_size > 0
     log = []

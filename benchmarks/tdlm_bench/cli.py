@@ -23,7 +23,7 @@ __all__ = ["bench_main"]
 
 # The contenders, as each bench comparing them lists them in its --help.
 _MODELS_HELP = (
-    f"comma-separated contenders, of {','.join(MODELS)} (a kind and a head loss: "
+    f"comma-separated contenders, of {','.join(MODELS)} (a kind, a head loss and a spend: "
     f"tdlm_bench.contenders) [{','.join(DEFAULT_MODELS)}, less those that cannot run on the "
     "device, with the reason]"
 )
@@ -73,6 +73,8 @@ FLAGS = {
         "out": "output folder; finished parts in it are reused [runs/bench/vocab-<date>]",
     },
     "sampling": {
+        "models": "comma-separated: mdlm and TDLM networks, of tdlm,tdlm@width,tdlm@none "
+        "[mdlm,tdlm]",
         "vocab_sizes": "comma-separated N [32768,50258,128256,256000]",
         "batches": "comma-separated batches measured (CPU: where they fit) [1,4]",
         "analytic_batches": "comma-separated batches given by the analytic count only [16,64]",

@@ -17,6 +17,9 @@ tdlm-diffusion's ``training_loss(..., head_loss=...)`` for every one:
 * ``tdlm`` / ``tdlm-masked`` — a K-ary vocabulary tree, every position's K-wide logits or the
   masked positions' only, and the same preset deepened to MDLM's parameter budget
   (``tdlm_nn.match_budget``).
+* ``tdlm@width`` / ``tdlm@none`` — TDLM with the head's saved budget spent on width instead
+  (MDLM's depth, equal parameters), or not spent: MDLM's depth and width, fewer parameters
+  (``--model.spend``). A name is ``<kind>[-<head loss>][@<spend>]``.
 
 The MDLM variants are MDLM at its strongest: the same network and the same loss and gradients
 (``tests/test_head_loss.py``), with less memory. A contender whose head loss cannot run on the
@@ -42,6 +45,7 @@ random tree and synthetic tokens; the quality bench trains on real text instead.
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from jaxtyping import Int
@@ -65,7 +69,9 @@ __all__ = [
     "bench_scales",
     "best_of",
     "build_contender",
+    "ContenderName",
     "contender_config",
+    "equal_budget",
     "parse_contender",
     "synthetic_tokens",
 ]
@@ -79,6 +85,8 @@ MODELS = (
     "mdlm-cce",
     "tdlm",
     "tdlm-masked",
+    "tdlm@width",
+    "tdlm@none",
 )
 # What the benches compare unless told otherwise: MDLM as published, its two leanest variants
 # that need no extra package, and TDLM (whose K-wide logits were never its peak).
@@ -89,13 +97,26 @@ DEFAULT_MODELS = ("mdlm", "mdlm-chunked", "mdlm-torch", "tdlm")
 MASKED_SHARE = 0.5
 
 
-def parse_contender(name: str) -> tuple[str, str]:
-    """``(kind, head loss)`` of a contender name: ``mdlm`` is ``("mdlm", "full")``,
-    ``mdlm-torch`` is ``("mdlm", "torch")``."""
+class ContenderName(NamedTuple):
+    kind: str  # mdlm | tdlm
+    head_loss: str  # tdlm_diffusion.HEAD_LOSSES
+    spend: str  # tdlm_nn.SPENDS: what a tree's saved head buys (depth for MDLM: nothing)
+
+
+def parse_contender(name: str) -> ContenderName:
+    """``(kind, head loss, spend)`` of a contender name: ``mdlm`` is ``("mdlm", "full",
+    "depth")``, ``mdlm-torch`` is ``("mdlm", "torch", "depth")``, ``tdlm@none`` is ``("tdlm",
+    "full", "none")``."""
     if name not in MODELS:
         raise ValueError(f"unknown bench model {name!r}; choose from {', '.join(MODELS)}")
-    kind, _, head_loss = name.partition("-")
-    return kind, head_loss or "full"
+    rest, _, spend = name.partition("@")
+    kind, _, head_loss = rest.partition("-")
+    return ContenderName(kind, head_loss or "full", spend or "depth")
+
+
+def equal_budget(name: str) -> bool:
+    """Whether a contender has MDLM's parameter budget (``@none`` keeps the saving)."""
+    return parse_contender(name).spend != "none"
 
 
 def bench_models(
@@ -123,8 +144,12 @@ def bench_models(
 
 def best_of(values: dict[str, float | None], kind: str, *, highest: bool = False) -> str | None:
     """The contender of ``kind`` with the lowest value (``highest``: the largest) among those
-    with one: e.g. the lowest-memory MDLM variant of a row."""
-    mine = {m: v for m, v in values.items() if v and parse_contender(m)[0] == kind}
+    with one at MDLM's parameter budget: e.g. the lowest-memory MDLM variant of a row."""
+    mine = {
+        m: v
+        for m, v in values.items()
+        if v and parse_contender(m).kind == kind and equal_budget(m)
+    }
     if not mine:
         return None
     return (max if highest else min)(mine, key=mine.__getitem__)
@@ -169,19 +194,20 @@ def bench_scales(names: Sequence[str], vocab_sizes: Sequence[int] = ()) -> list[
 
 
 def _tree(model: str, scale: Scale) -> VocabTree:
-    if parse_contender(model)[0] == "tdlm":
+    if parse_contender(model).kind == "tdlm":
         return random_tree(scale.vocab_size, scale.branching, seed=0)
     return flat_tree(scale.vocab_size)
 
 
 def contender_config(model: str, scale: Scale, *, dropout: float = 0.1) -> DiTConfig:
-    """The network of ``model`` at ``scale`` (TDLM: deepened to the flat MDLM's budget); the
-    head loss changes nothing here."""
-    if parse_contender(model)[0] == "tdlm":
+    """The network of ``model`` at ``scale`` (TDLM: the flat MDLM's budget spent on its spend,
+    depth unless named); the head loss changes nothing here."""
+    name = parse_contender(model)
+    if name.kind == "tdlm":
         shape = TreeShape.balanced(scale.vocab_size, scale.branching)
     else:
         shape = TreeShape.flat(scale.vocab_size)
-    config = model_preset(scale.preset, shape)
+    config = model_preset(scale.preset, shape, name.spend)
     return DiTConfig.from_dict({**config.to_dict(), "dropout": dropout})
 
 

@@ -383,14 +383,15 @@ def _cell(row: dict) -> str:
 
 
 def tdlm_against_mdlm(values: dict[str, float | None]) -> list[str]:
-    """``TDLM / MDLM`` and ``TDLM / best MDLM (which)`` of one row's peaks, TDLM being its
-    lowest-memory TDLM variant and the best MDLM the lowest-memory MDLM variant."""
+    """``TDLM / MDLM`` and ``TDLM / best MDLM (which / which)`` of one row's peaks, TDLM being
+    its lowest-memory TDLM variant and the best MDLM its lowest-memory MDLM variant, both at
+    MDLM's parameter budget (:func:`.contenders.best_of`)."""
     tdlm, best = best_of(values, "tdlm"), best_of(values, "mdlm")
     if tdlm is None or best is None:
         return ["—", "—"]
     return [
         _ratio(values[tdlm], values.get("mdlm")),
-        f"{_ratio(values[tdlm], values[best])} ({best})",
+        f"{_ratio(values[tdlm], values[best])} ({tdlm} / {best})",
     ]
 
 

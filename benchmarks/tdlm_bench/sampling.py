@@ -60,7 +60,7 @@ from tdlm_nn import param_breakdown
 from tdlm_train.errors import UserError
 from tdlm_tree import flat_tree, random_tree
 
-from .contenders import SCALES, Scale, contender_config
+from .contenders import SCALES, Scale, contender_config, parse_contender
 from .memory import HOST_BASELINE, available_bytes
 from .report import environment, markdown_table, mib, pyplot, write_report
 from .sampling_worker import PARTS
@@ -68,7 +68,7 @@ from .throughput import step_flops
 
 __all__ = ["SamplingOptions", "analytic_sampling", "run_sampling", "sampling_scale"]
 
-MODELS = ("mdlm", "tdlm")
+MODELS = ("mdlm", "tdlm")  # the default contenders; MDLM always runs (the ratios' base)
 # The issue's cell: N = 256,000, batch 4, L = 1024, measured on the CPU.
 TARGET = {"vocab_size": 256_000, "batch": 4, "speed": 2.0, "memory": 0.3}
 _PRECISION_BYTES = {"float64": 8, "float32": 4}
@@ -77,6 +77,7 @@ _HOME = Path(__file__).resolve().parents[1]  # benchmarks/, the folder holding t
 
 @dataclass(frozen=True, kw_only=True)
 class SamplingOptions:
+    models: tuple[str, ...] = MODELS  # mdlm and TDLM contenders: tdlm, tdlm@width, tdlm@none
     vocab_sizes: tuple[int, ...] = (32_768, 50_258, 128_256, 256_000)
     batches: tuple[int, ...] = (1, 4)  # measured (fresh worker per model and round)
     analytic_batches: tuple[int, ...] = (16, 64)  # given by the analytic count only
@@ -96,7 +97,7 @@ def sampling_scale(vocab_size: int, seq_len: int) -> Scale:
 @functools.cache
 def _process(model: str, scale: Scale) -> TreeProcess:
     """The contender's process (its seeded tree), without a network: for the analytic count."""
-    if model == "tdlm":
+    if parse_contender(model).kind == "tdlm":
         return TreeProcess(random_tree(scale.vocab_size, scale.branching, seed=0))
     return TreeProcess(flat_tree(scale.vocab_size))
 
@@ -178,6 +179,15 @@ def _stats(values: list[float]) -> dict[str, float]:
 def _check(options: SamplingOptions) -> None:
     if options.precision not in _PRECISION_BYTES:
         raise UserError(f"--precision takes float64 or float32, got {options.precision!r}")
+    try:
+        names = [parse_contender(m) for m in options.models]
+    except ValueError as error:
+        raise UserError(f"--models: {error}") from None
+    if "mdlm" not in options.models or any(n.head_loss != "full" for n in names):
+        raise UserError(
+            "--models takes mdlm (every ratio's base) and TDLM networks (tdlm, tdlm@width, "
+            f"tdlm@none; the sampler reads no head loss), got {','.join(options.models)}"
+        )
     sizes = [*options.batches, *options.analytic_batches, options.seq_len, options.rounds]
     if not options.vocab_sizes or min(options.vocab_sizes) < 2 or min(sizes) < 1:
         raise UserError("--vocab-sizes must be >= 2 and --batches, --seq-len, --rounds >= 1")
@@ -193,7 +203,7 @@ def _cell(options: SamplingOptions, n: int, batch: int, log) -> list[dict]:
     scale = sampling_scale(n, options.seq_len)
     label = f"N={n:,} batch {batch}"
     rows, run = {}, []
-    for m in MODELS:
+    for m in options.models:
         a = analytic_sampling(m, scale, batch, options.steps, options.precision, options.device)
         rows[m] = {"model": m, "vocab_size": n, "batch": batch, "source": "analytic", "analytic": a}
         need = a["total"] + HOST_BASELINE
@@ -253,14 +263,19 @@ def _summary(rounds: list[dict]) -> dict:
 
 
 def _ratios(rows: dict[str, dict]) -> None:
-    """TDLM to MDLM, measured where both were measured (speed: median of per-round ratios)."""
-    mdlm, tdlm = rows["mdlm"], rows["tdlm"]
-    tdlm["analytic"]["memory_ratio"] = tdlm["analytic"]["total"] / mdlm["analytic"]["total"]
-    tdlm["analytic"]["flops_ratio"] = tdlm["analytic"]["run_flops"] / mdlm["analytic"]["run_flops"]
-    if mdlm["source"] == tdlm["source"] == "measured":
-        pairs = zip(tdlm["tokens_per_s_rounds"], mdlm["tokens_per_s_rounds"], strict=True)
-        tdlm["speed_ratio"] = statistics.median([t / b for t, b in pairs])
-        tdlm["memory_ratio"] = tdlm["peak_bytes"]["median"] / mdlm["peak_bytes"]["median"]
+    """Each TDLM to MDLM, measured where both were measured (speed: median of per-round
+    ratios)."""
+    mdlm = rows["mdlm"]
+    for m, tdlm in rows.items():
+        if m == "mdlm":
+            continue
+        a = tdlm["analytic"]
+        a["memory_ratio"] = a["total"] / mdlm["analytic"]["total"]
+        a["flops_ratio"] = a["run_flops"] / mdlm["analytic"]["run_flops"]
+        if mdlm["source"] == tdlm["source"] == "measured":
+            pairs = zip(tdlm["tokens_per_s_rounds"], mdlm["tokens_per_s_rounds"], strict=True)
+            tdlm["speed_ratio"] = statistics.median([t / b for t, b in pairs])
+            tdlm["memory_ratio"] = tdlm["peak_bytes"]["median"] / mdlm["peak_bytes"]["median"]
 
 
 def _target(cells: list[dict], device: str) -> dict:
@@ -451,7 +466,7 @@ def sampling_markdown(figures: dict) -> str:
 def _plot(cells: list[dict], path: Path) -> None:
     plt = pyplot()
     fig, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4))
-    for model in MODELS:
+    for model in dict.fromkeys(c["model"] for c in cells):
         for batch in sorted({c["batch"] for c in cells}):
             mine = [c for c in cells if (c["model"], c["batch"]) == (model, batch)]
             got = [c for c in mine if c["source"] == "measured"]

@@ -20,8 +20,8 @@ not counted.
 
 Sampling: ``ancestral_sample`` with the same number of steps for every model (TDLM spreads them
 over its levels), ``batch x length`` tokens per run. The sampler never reads the head loss, so
-each model kind is sampled once, with its first contender, and its figure stands for every
-contender of that kind.
+each network (kind and spend) is sampled once, with its first contender, and its figure stands
+for every contender with that network.
 
 ``--compile true`` runs every model's backbone through ``torch.compile`` (the warm-up steps and
 sampling runs, untimed, pay for compiling both the training and the sampling graphs).
@@ -99,6 +99,12 @@ def step_flops(config: DiTConfig, batch: int, length: int, head_loss: str = "ful
     return round(6 * (blocks + head) + 12 * config.n_blocks * batch * length**2 * d)
 
 
+def _network(model: str) -> tuple[str, str]:
+    """What sampling speed depends on: the kind and the spend, not the head loss."""
+    name = parse_contender(model)
+    return name.kind, name.spend
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -172,8 +178,8 @@ def _run_scale(
     log(f"{label}: " + ("models interleaved" if together else "one model at a time"))
     timed(lambda: a @ a, device=device)  # warm-up: a cold GPU's first matmul runs at a third speed
     modes = options.checkpointing
-    # The contender that samples for each kind: its first (module doc).
-    sampler_of = {parse_contender(m)[0]: m for m in reversed(models)}
+    # The contender that samples for each network (kind and spend): its first (module doc).
+    sampler_of = {_network(m): m for m in reversed(models)}
     samplers = set(sampler_of.values()) if options.sample_steps else set()
     train = {(m, mode): [] for m in models for mode in modes}
     sample = {m: [] for m in models}
@@ -240,13 +246,15 @@ def _run_scale(
         }
 
     def sampled(m: str) -> list[float]:
-        return sample[sampler_of[parse_contender(m)[0]]]
+        return sample[sampler_of[_network(m)]]
 
     results = {
         m: speed(m, modes[0])
         | {
             "sample_tokens_per_s": _stats(sampled(m)) if sampled(m) else None,
-            "sample_ratio_to_mdlm": ratio(sampled(m), sample.get(sampler_of.get("mdlm"))),
+            "sample_ratio_to_mdlm": ratio(
+                sampled(m), sample.get(sampler_of.get(_network("mdlm")))
+            ),
         }
         for m in models
     }
