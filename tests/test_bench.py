@@ -47,6 +47,7 @@ def test_contender_names_are_a_kind_a_head_loss_and_a_spend():
     assert parse_contender("tdlm@none") == ("tdlm", "full", "none")
     assert {parse_contender(m).head_loss for m in MODELS} == set(HEAD_LOSSES)
     assert {parse_contender(m).spend for m in MODELS} == set(SPENDS)
+    assert {parse_contender(m).kind for m in MODELS} == {"mdlm", "tdlm", "ar"}
     assert set(DEFAULT_MODELS) <= set(MODELS)
     with pytest.raises(ValueError, match="unknown bench model"):
         parse_contender("mdlm-fast")
@@ -61,13 +62,16 @@ def test_every_contender_computes_its_kinds_full_loss_and_gradients(name, monkey
     if reason is not None:
         pytest.skip(reason)
     asked = []
-    plain = contenders.training_loss
 
-    def spy(*args, **kwargs):
-        asked.append(kwargs["head_loss"])
-        return plain(*args, **kwargs)
+    def spy(plain):
+        def asking(*args, **kwargs):
+            asked.append(kwargs["head_loss"])
+            return plain(*args, **kwargs)
 
-    monkeypatch.setattr(contenders, "training_loss", spy)
+        return asking
+
+    for loss in ("training_loss", "next_token_nll"):  # the diffusion and the AR contenders'
+        monkeypatch.setattr(contenders, loss, spy(getattr(contenders, loss)))
     x = synthetic_tokens(SMALL, 3, CPU)
     results = []
     for model in (kind, name):
@@ -262,6 +266,46 @@ def test_step_flops_count_the_head_on_the_positions_it_scores():
     config = contender_config("mdlm", contenders.SCALES["paper"])
     full, masked = (throughput.step_flops(config, 2, 1024, h) for h in ("full", "chunked"))
     assert full - masked == 6 * config.width * 50_258 * 1024  # half of 2 x 1024 positions
+    ar = contender_config("ar", contenders.SCALES["paper"])  # AR scores every position
+    assert ar.causal and not config.causal
+    assert throughput.step_flops(ar, 2, 1024, "torch") == full
+
+
+def test_ar_contenders_are_mdlm_causal_scoring_every_position(tmp_path, monkeypatch):
+    """ar: MDLM's parameters, causal; its fused head holds every position's rows (a diffusion
+    model's, the masked half), exactly the full head's at ``masked``; the throughput bench
+    trains it and samples it left to right, once for both AR head losses, and tdlm@none apart
+    from tdlm (another network)."""
+    paper = contenders.SCALES["paper"]
+    assert param_breakdown(contender_config("ar", paper)) == param_breakdown(
+        contender_config("mdlm", paper)
+    )
+    assert [contenders.scored_share(m) for m in ("ar-torch", "mdlm-torch", "mdlm")] == [1, 0.5, 1]
+    assert memory.head_bytes("masked", 4096, 50_258, 768, "bf16", share=1.0) == memory.head_bytes(
+        "full", 4096, 50_258, 768, "bf16"
+    )
+    ar, mdlm = (memory.analytic_peak(m, paper, 16, "bf16") for m in ("ar-torch", "mdlm-torch"))
+    assert ar["head"] == 2 * mdlm["head"] and ar["states"] == mdlm["states"]
+    assert (
+        throughput._network("ar-torch") == throughput._network("ar") != throughput._network("mdlm")
+    )
+    assert throughput._network("tdlm@none") != throughput._network("tdlm")
+    monkeypatch.setitem(contenders.SCALES, SMALL.name, SMALL)
+    options = ThroughputOptions(
+        scale=SMALL.name,
+        models=("mdlm", "ar", "ar-torch", "tdlm@none"),
+        batch=2,
+        rounds=1,
+        train_steps=1,
+        sample_steps=4,
+        sample_batch=1,
+        matmul_size=64,
+        out_dir=tmp_path,
+    )
+    models = run_throughput(options, log=lambda _: None)["runs"][0]["models"]
+    assert models["ar"]["sample_tokens_per_s"] == models["ar-torch"]["sample_tokens_per_s"]
+    for m in models.values():
+        assert m["train_tokens_per_s"]["median"] > 0 and m["sample_tokens_per_s"]["median"] > 0
 
 
 def test_quality_bench(tmp_path, corpus, cache):
@@ -293,8 +337,15 @@ def test_quality_bench(tmp_path, corpus, cache):
     )
     figures = run_quality(options, log=lambda _: None)
     labels = [(run["seed"], run["label"]) for run in figures["runs"]]
-    variants = ("mdlm", "tdlm", "ar", "tdlm tree=embedding", "tdlm alloc=linear",
-                "tdlm λ=1:1:2", "tdlm spend=width")
+    variants = (
+        "mdlm",
+        "tdlm",
+        "ar",
+        "tdlm tree=embedding",
+        "tdlm alloc=linear",
+        "tdlm λ=1:1:2",
+        "tdlm spend=width",
+    )
     assert labels == [(s, m) for s in (0, 1) for m in variants]
     for run in figures["runs"]:
         budget = run["budget"]
@@ -318,8 +369,10 @@ def test_quality_bench(tmp_path, corpus, cache):
     # The AR baseline: one "level", an exact NLL, and its equal wall-clock phase too.
     ar = figures["runs"][2]
     assert len(ar["validation"]["level_nelbo"]) == 1 and "equal_time" in ar
-    assert json.loads((tmp_path / "q" / "runs" / "seed0" / "ar" / "config.json").read_text())[
-        "kind"] == "ar"
+    assert (
+        json.loads((tmp_path / "q" / "runs" / "seed0" / "ar" / "config.json").read_text())["kind"]
+        == "ar"
+    )
     wide = tmp_path / "q" / "runs" / "seed0" / "ablation-3" / "config.json"
     assert json.loads(wide.read_text())["model"]["spend"] == "width"
     # The verdict: ratios to the same seed's MDLM, their mean and sd over the two seeds.

@@ -17,6 +17,10 @@ tdlm-diffusion's ``training_loss(..., head_loss=...)`` for every one:
 * ``tdlm`` / ``tdlm-masked`` — a K-ary vocabulary tree, every position's K-wide logits or the
   masked positions' only, and the same preset deepened to MDLM's parameter budget
   (``tdlm_nn.match_budget``).
+* ``ar`` / ``ar-torch`` — the autoregressive baseline (``--kind ar``): MDLM's network with
+  causal attention, trained on the exact next-token NLL, every position's logits or every
+  position's cross-entropy fused; sampled left to right, one network call per token (no
+  key-value cache, as ``tdlm_train.autoregressive_sample``).
 * ``tdlm@width`` / ``tdlm@none`` — TDLM with the head's saved budget spent on width instead
   (MDLM's depth, equal parameters), or not spent: MDLM's depth and width, fewer parameters
   (``--model.spend``). A name is ``<kind>[-<head loss>][@<spend>]``.
@@ -54,6 +58,7 @@ from torch import Tensor
 from tdlm_diffusion import TreeProcess, head_loss_unavailable, training_loss
 from tdlm_nn import DiTConfig, TreeDiT, TreeShape, param_breakdown
 from tdlm_nn import preset as model_preset
+from tdlm_train.autoregressive import next_token_nll
 from tdlm_train.errors import UserError
 from tdlm_tree import VocabTree, flat_tree, random_tree
 
@@ -73,6 +78,7 @@ __all__ = [
     "contender_config",
     "equal_budget",
     "parse_contender",
+    "scored_share",
     "synthetic_tokens",
 ]
 
@@ -87,6 +93,8 @@ MODELS = (
     "tdlm-masked",
     "tdlm@width",
     "tdlm@none",
+    "ar",
+    "ar-torch",
 )
 # What the benches compare unless told otherwise: MDLM as published, its two leanest variants
 # that need no extra package, and TDLM (whose K-wide logits were never its peak).
@@ -98,7 +106,7 @@ MASKED_SHARE = 0.5
 
 
 class ContenderName(NamedTuple):
-    kind: str  # mdlm | tdlm
+    kind: str  # mdlm | tdlm | ar
     head_loss: str  # tdlm_diffusion.HEAD_LOSSES
     spend: str  # tdlm_nn.SPENDS: what a tree's saved head buys (depth for MDLM: nothing)
 
@@ -112,6 +120,14 @@ def parse_contender(name: str) -> ContenderName:
     rest, _, spend = name.partition("@")
     kind, _, head_loss = rest.partition("-")
     return ContenderName(kind, head_loss or "full", spend or "depth")
+
+
+def scored_share(name: str) -> float:
+    """The expected share of positions a contender's head scores in training: every one for
+    the ``full`` head loss and for AR (each position predicts the next token), the masked ones
+    (:data:`MASKED_SHARE`) for a diffusion model's other head losses."""
+    kind, head_loss, _ = parse_contender(name)
+    return 1.0 if head_loss == "full" or kind == "ar" else MASKED_SHARE
 
 
 def equal_budget(name: str) -> bool:
@@ -146,9 +162,7 @@ def best_of(values: dict[str, float | None], kind: str, *, highest: bool = False
     """The contender of ``kind`` with the lowest value (``highest``: the largest) among those
     with one at MDLM's parameter budget: e.g. the lowest-memory MDLM variant of a row."""
     mine = {
-        m: v
-        for m, v in values.items()
-        if v and parse_contender(m).kind == kind and equal_budget(m)
+        m: v for m, v in values.items() if v and parse_contender(m).kind == kind and equal_budget(m)
     }
     if not mine:
         return None
@@ -208,7 +222,9 @@ def contender_config(model: str, scale: Scale, *, dropout: float = 0.1) -> DiTCo
     else:
         shape = TreeShape.flat(scale.vocab_size)
     config = model_preset(scale.preset, shape, name.spend)
-    return DiTConfig.from_dict({**config.to_dict(), "dropout": dropout})
+    return DiTConfig.from_dict(
+        {**config.to_dict(), "dropout": dropout, "causal": name.kind == "ar"}
+    )
 
 
 @dataclass
@@ -216,6 +232,7 @@ class Contender:
     """One model with its process, head loss and AdamW optimizer, ready for training steps."""
 
     name: str
+    kind: str
     head_loss: str
     process: TreeProcess
     model: TreeDiT
@@ -227,7 +244,11 @@ class Contender:
 
     def loss(self, x: Int[Tensor, "b l"], generator: torch.Generator | None = None) -> Tensor:
         """The training loss (nats per token) on a batch, through the contender's head loss;
-        ``generator`` draws the noise (the same draw for every contender of a kind)."""
+        ``generator`` draws the noise (the same draw for every contender of a kind; AR has
+        none)."""
+        if self.kind == "ar":
+            nll = next_token_nll(self.model, x, head_loss=self.head_loss)
+            return nll.sum() / x.numel()
         return training_loss(
             self.process, self.model, x, generator=generator, head_loss=self.head_loss
         ).loss
@@ -257,7 +278,7 @@ def build_contender(
     """``model`` at ``scale``; ``checkpointing``: ``off``, or every block recomputed in the
     backward pass, ``all`` of it or its elementwise ops only (``selective``). A head loss that
     cannot run on ``device`` is refused with the library's reason (a ``ValueError``)."""
-    head_loss = parse_contender(model)[1]
+    kind, head_loss, _ = parse_contender(model)
     reason = head_loss_unavailable(head_loss, device)
     if reason is not None:
         raise ValueError(f"{model}: {reason}")
@@ -268,7 +289,7 @@ def build_contender(
         raise ValueError(f"checkpointing: off, selective or all, not {checkpointing!r}")
     network.checkpoint_blocks(*CHECKPOINTING[checkpointing])
     optimizer = torch.optim.AdamW(network.parameters(), lr=3e-4, betas=(0.9, 0.999), eps=1e-8)
-    return Contender(model, head_loss, process, network, optimizer)
+    return Contender(model, kind, head_loss, process, network, optimizer)
 
 
 def synthetic_tokens(scale: Scale, batch: int, device: torch.device, seed: int = 0) -> Tensor:

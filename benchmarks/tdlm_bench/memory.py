@@ -90,6 +90,7 @@ from .contenders import (
     best_of,
     contender_config,
     parse_contender,
+    scored_share,
 )
 from .report import environment, markdown_table, mib, pyplot, write_report
 
@@ -123,10 +124,18 @@ class MemoryOptions:
     out_dir: Path = Path("runs/bench/memory")
 
 
-def head_bytes(head_loss: str, tokens: int, width: int, d: int, precision: str) -> int:
+def head_bytes(
+    head_loss: str,
+    tokens: int,
+    width: int,
+    d: int,
+    precision: str,
+    share: float = MASKED_SHARE,
+) -> int:
     """The head's bytes at the start of the backward pass, by the count in the module doc:
-    ``tokens`` positions, ``width`` slots (k), model width ``d``."""
-    scored = tokens if head_loss == "full" else round(MASKED_SHARE * tokens)
+    ``tokens`` positions, ``width`` slots (k), model width ``d``; a head loss other than
+    ``full`` scores ``share`` of the positions (AR: all of them)."""
+    scored = tokens if head_loss == "full" else round(share * tokens)
     if head_loss == "torch":
         rows = min(scored, 1 << (math.ceil(scored / math.ceil(width / d)) - 1).bit_length())
         return rows * width * {"fp32": 4, "bf16": 6}[precision]
@@ -155,6 +164,7 @@ def analytic_peak(
     """
     head_loss = parse_contender(model)[1]
     config = contender_config(model, scale) if config is None else config
+    share = scored_share(model)
     params = param_breakdown(config).total
     d, n = config.width, config.n_blocks
     tokens = batch * scale.seq_len
@@ -163,7 +173,7 @@ def analytic_peak(
     kept = {"selective": 4 * d + product * (6 * d + config.hidden_size), "all": 4 * d}
     saved = n * per_block if checkpointing == "off" else n * kept[checkpointing] + per_block
     activations = tokens * (saved + (10 + 4) * d * 4)
-    head = head_bytes(head_loss, tokens, config.shape.num_slots, d, precision)
+    head = head_bytes(head_loss, tokens, config.shape.num_slots, d, precision, share)
     if world_size > 1:
         hidden = config.hidden_size
         block = 4 * d * d + 2 * d * hidden + hidden + d + (config.cond_dim + 1) * 6 * d + 2 * d

@@ -19,7 +19,9 @@ that the chunked and ``torch`` losses recompute in the backward pass is not mode
 not counted.
 
 Sampling: ``ancestral_sample`` with the same number of steps for every model (TDLM spreads them
-over its levels), ``batch x length`` tokens per run. The sampler never reads the head loss, so
+over its levels), ``batch x length`` tokens per run; AR (``ar``) instead calls its network once
+per token, ``length - 1`` times on the growing prefix (the library keeps no key-value cache,
+so its figure is an AR without one). The sampler never reads the head loss, so
 each network (kind and spend) is sampled once, with its first contender, and its figure stands
 for every contender with that network.
 
@@ -50,6 +52,7 @@ import torch
 
 from tdlm_diffusion import SamplerConfig, ancestral_sample
 from tdlm_nn import DiTConfig
+from tdlm_train.autoregressive import autoregressive_sample
 from tdlm_train.errors import UserError
 
 from .contenders import (
@@ -90,10 +93,11 @@ class ThroughputOptions:
 
 def step_flops(config: DiTConfig, batch: int, length: int, head_loss: str = "full") -> int:
     """Model FLOPs of one training step (forward + backward), as in the module doc: the head
-    on every position for ``full``, on the expected masked share for the others."""
+    on every position for ``full`` and for AR (``config.causal``), on the expected masked share
+    for the others."""
     d, hidden = config.width, config.hidden_size
     tokens = batch * length
-    scored = tokens if head_loss == "full" else MASKED_SHARE * tokens
+    scored = tokens if head_loss == "full" or config.causal else MASKED_SHARE * tokens
     blocks = config.n_blocks * (4 * d * d + 2 * d * hidden) * tokens
     head = d * config.shape.num_slots * scored
     return round(6 * (blocks + head) + 12 * config.n_blocks * batch * length**2 * d)
@@ -164,13 +168,19 @@ def _run_scale(
     def sample_run(contender: Contender) -> None:
         contender.model.eval()
         with torch.no_grad():
-            ancestral_sample(
-                contender.process,
-                contender.model,
-                batch_size=options.sample_batch,
-                length=scale.seq_len,
-                config=sampler,
-            )
+            if contender.kind == "ar":  # left to right from one token, a call per token
+                prefix = torch.zeros(options.sample_batch, 1, dtype=torch.long, device=device)
+                autoregressive_sample(
+                    contender.process, contender.model, prefix, scale.seq_len, config=sampler
+                )
+            else:
+                ancestral_sample(
+                    contender.process,
+                    contender.model,
+                    batch_size=options.sample_batch,
+                    length=scale.seq_len,
+                    config=sampler,
+                )
         contender.model.train()
 
     together = _together(models, scale, options, device)
@@ -252,9 +262,7 @@ def _run_scale(
         m: speed(m, modes[0])
         | {
             "sample_tokens_per_s": _stats(sampled(m)) if sampled(m) else None,
-            "sample_ratio_to_mdlm": ratio(
-                sampled(m), sample.get(sampler_of.get(_network("mdlm")))
-            ),
+            "sample_ratio_to_mdlm": ratio(sampled(m), sample.get(sampler_of.get(_network("mdlm")))),
         }
         for m in models
     }

@@ -103,7 +103,7 @@ def train_main(argv: Sequence[str]) -> int:
     def body() -> int:
         if wants_help(argv):
             usage = (
-                "usage: apps/train [--preset NAME] [--model tdlm|mdlm] [--resume] "
+                "usage: apps/train [--preset NAME] [--model tdlm|mdlm|ar] [--resume] "
                 "[--section.key value ...]"
             )
             print(help_text(usage, TRAIN_FLAGS, TRAIN_SWITCHES, preset("tiny")))
