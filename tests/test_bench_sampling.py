@@ -121,6 +121,6 @@ def test_tdlm_at_mdlm_depth_samples_in_less_memory_and_fewer_flops():
 
 
 def test_sampling_models_must_be_mdlm_and_tdlm_networks(capsys):
-    for models in ("tdlm", "mdlm,mdlm-torch", "mdlm,tdlm@fast"):
+    for models in ("tdlm", "mdlm,mdlm-torch", "mdlm,tdlm@fast", "mdlm,ar"):
         assert bench_main(["sampling", "--models", models]) == 2
         assert "--models" in capsys.readouterr().err

@@ -73,8 +73,8 @@ FLAGS = {
         "out": "output folder; finished parts in it are reused [runs/bench/vocab-<date>]",
     },
     "sampling": {
-        "models": "comma-separated: mdlm and TDLM networks, of tdlm,tdlm@width,tdlm@none "
-        "[mdlm,tdlm]",
+        "models": "comma-separated: mdlm and TDLM networks, of tdlm,tdlm@width,tdlm@shallow,"
+        "tdlm@none [mdlm,tdlm]",
         "vocab_sizes": "comma-separated N [32768,50258,128256,256000]",
         "batches": "comma-separated batches measured (CPU: where they fit) [1,4]",
         "analytic_batches": "comma-separated batches given by the analytic count only [16,64]",

@@ -21,9 +21,10 @@ tdlm-diffusion's ``training_loss(..., head_loss=...)`` for every one:
   causal attention, trained on the exact next-token NLL, every position's logits or every
   position's cross-entropy fused; sampled left to right, one network call per token (no
   key-value cache, as ``tdlm_train.autoregressive_sample``).
-* ``tdlm@width`` / ``tdlm@none`` — TDLM with the head's saved budget spent on width instead
-  (MDLM's depth, equal parameters), or not spent: MDLM's depth and width, fewer parameters
-  (``--model.spend``). A name is ``<kind>[-<head loss>][@<spend>]``.
+* ``tdlm@width`` / ``tdlm@shallow`` / ``tdlm@none`` — TDLM with the head's saved budget spent
+  on width instead (MDLM's depth, equal parameters), on width at the cost of depth (MDLM's
+  ``D · blocks``, so MDLM's block activations, equal parameters), or not spent: MDLM's depth
+  and width, fewer parameters (``--model.spend``). A name is ``<kind>[-<head loss>][@<spend>]``.
 
 The MDLM variants are MDLM at its strongest: the same network and the same loss and gradients
 (``tests/test_head_loss.py``), with less memory. A contender whose head loss cannot run on the
@@ -92,6 +93,7 @@ MODELS = (
     "tdlm",
     "tdlm-masked",
     "tdlm@width",
+    "tdlm@shallow",
     "tdlm@none",
     "ar",
     "ar-torch",

@@ -77,7 +77,7 @@ _HOME = Path(__file__).resolve().parents[1]  # benchmarks/, the folder holding t
 
 @dataclass(frozen=True, kw_only=True)
 class SamplingOptions:
-    models: tuple[str, ...] = MODELS  # mdlm and TDLM contenders: tdlm, tdlm@width, tdlm@none
+    models: tuple[str, ...] = MODELS  # mdlm and TDLM networks: tdlm, tdlm@<spend>
     vocab_sizes: tuple[int, ...] = (32_768, 50_258, 128_256, 256_000)
     batches: tuple[int, ...] = (1, 4)  # measured (fresh worker per model and round)
     analytic_batches: tuple[int, ...] = (16, 64)  # given by the analytic count only
@@ -183,10 +183,11 @@ def _check(options: SamplingOptions) -> None:
         names = [parse_contender(m) for m in options.models]
     except ValueError as error:
         raise UserError(f"--models: {error}") from None
-    if "mdlm" not in options.models or any(n.head_loss != "full" for n in names):
+    if "mdlm" not in options.models or any(n.head_loss != "full" or n.kind == "ar" for n in names):
         raise UserError(
             "--models takes mdlm (every ratio's base) and TDLM networks (tdlm, tdlm@width, "
-            f"tdlm@none; the sampler reads no head loss), got {','.join(options.models)}"
+            "tdlm@shallow, tdlm@none; the sampler reads no head loss), got "
+            f"{','.join(options.models)}"
         )
     sizes = [*options.batches, *options.analytic_batches, options.seq_len, options.rounds]
     if not options.vocab_sizes or min(options.vocab_sizes) < 2 or min(sizes) < 1:

@@ -120,6 +120,36 @@ def test_spending_on_width_keeps_the_depth_and_widens_to_the_budget(vocab):
         assert filled.width * filled.n_blocks < deep.width * deep.n_blocks
 
 
+@pytest.mark.parametrize("vocab", [4096, 50_258, 256_000])
+def test_spending_shallow_keeps_the_activations_and_fills_the_budget(vocab):
+    """Wider and shallower: width x blocks at most the reference's, at the budget, and the
+    deepest such model (one block more at its widest breaks the rule); at the paper's width 9
+    blocks of 1,008 at 50K."""
+    reference = small(TreeShape.flat(vocab))
+    budget = param_breakdown(reference).total
+    tree = TreeShape.balanced(vocab, 64)
+    plain = match_budget(reference, tree, spend="shallow", fill=False)
+    assert plain.n_heads == reference.n_heads and plain.width % (2 * plain.n_heads) == 0
+    assert plain.width * plain.n_blocks <= reference.width * reference.n_blocks
+    assert plain.n_blocks <= reference.n_blocks and plain.width >= reference.width
+    if vocab > 4096:  # at 4K the head's 3M parameters buy no width step at 12 blocks
+        assert plain.n_blocks < reference.n_blocks and plain.width > reference.width
+    assert param_breakdown(plain).total <= budget
+    wider = dataclasses.replace(plain, width=plain.width + 2 * plain.n_heads, mlp_hidden=None)
+    assert param_breakdown(wider).total > budget  # the widest at its depth
+    if plain.n_blocks < reference.n_blocks:  # the search starts at the reference's depth
+        deeper = match_budget(
+            dataclasses.replace(reference, n_blocks=plain.n_blocks + 1), tree, spend="width",
+            fill=False, budget=budget,
+        )  # fmt: skip
+        assert deeper.width * deeper.n_blocks > reference.width * reference.n_blocks
+    filled = match_budget(reference, tree, spend="shallow")
+    assert (filled.width, filled.n_blocks) == (plain.width, plain.n_blocks)
+    assert 0.98 <= param_breakdown(filled).total / budget <= 1
+    if vocab == 50_258:
+        assert (filled.n_blocks, filled.width) == (9, 1008)
+
+
 def test_spending_nothing_is_the_reference_on_the_tree():
     config = match_budget(small(FLAT), K64, spend="none")
     assert (config.width, config.n_blocks, config.hidden_size) == (768, 12, 3072)

@@ -77,7 +77,7 @@ def _largest_within(count: Callable[[int], int], start: int, step: int, budget: 
     return x
 
 
-SPENDS = ("depth", "width", "none")
+SPENDS = ("depth", "width", "shallow", "none")
 
 
 def match_budget(
@@ -95,8 +95,11 @@ def match_budget(
     the deepest model within budget, everything but the tree and the depth the reference's),
     ``width`` (the reference's depth, the widest model within budget in steps of ``2 * n_heads``
     so heads stay even-sized; activations grow with ``L · D · blocks`` but parameters with
-    ``D² · blocks``, so the same parameters hold fewer activations) or ``none`` (the reference's
-    depth and width on the tree: fewer parameters, the "TDLM at MDLM's depth" of the benches).
+    ``D² · blocks``, so the same parameters hold fewer activations), ``shallow`` (wider and
+    shallower: the deepest model whose widest width within budget keeps ``D · blocks`` at most
+    the reference's, so its block activations are the reference's while its parameters are the
+    budget) or ``none`` (the reference's depth and width on the tree: fewer parameters, the
+    "TDLM at MDLM's depth" of the benches).
     With ``fill`` (ours), the remainder (less than one block, or one width step) widens every
     block's MLP in steps of ``mlp_step`` units while the total stays within budget, so the match
     is tight. ``budget`` overrides the reference's total.
@@ -113,8 +116,10 @@ def match_budget(
 
     if spend == "depth":
         grown = dataclasses.replace(base, n_blocks=_largest_within(with_depth, 1, 1, budget))
-    else:
+    elif spend == "width":
         grown = _widest_within(base, budget)
+    else:
+        grown = _shallowest_widening(base, budget)
     if not fill:
         return grown
 
@@ -145,6 +150,17 @@ def _widest_within(base: DiTConfig, budget: int) -> DiTConfig:
         else:
             high = middle
     return at(low * step)
+
+
+def _shallowest_widening(base: DiTConfig, budget: int) -> DiTConfig:
+    """The deepest ``base`` whose widest width within ``budget`` keeps ``width · n_blocks`` at
+    most ``base``'s (``spend="shallow"``), from ``base``'s depth down."""
+    activations = base.width * base.n_blocks
+    for n_blocks in range(base.n_blocks, 0, -1):
+        widened = _widest_within(dataclasses.replace(base, n_blocks=n_blocks), budget)
+        if widened.width * n_blocks <= activations:
+            return widened
+    raise ValueError(f"no depth keeps width x blocks <= {activations} within {budget:,}")
 
 
 def breakdown_table(models: Sequence[tuple[str, DiTConfig]]) -> str:

@@ -67,7 +67,7 @@ PRESETS: dict[str, Callable[..., DiTConfig]] = {
 
 def preset(name: str, shape: TreeShape, spend: str = "depth") -> DiTConfig:
     """The preset called ``name`` for a tree of this shape; on a tree, the flat reference's
-    parameter budget spent on ``spend`` (:func:`match_budget`: depth, width or none)."""
+    parameter budget spent on ``spend`` (:func:`match_budget`: depth, width, shallow or none)."""
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name](shape, spend)
@@ -86,7 +86,7 @@ class NetworkConfig:
     """
 
     preset: str = "tiny"  # tdlm-nn preset: tiny | small | medium (TDLM grown to MDLM's budget)
-    spend: str = "depth"  # a tree's saved head buys: depth | width | none (MDLM's depth, width)
+    spend: str = "depth"  # a tree's saved head buys: depth | width | shallow | none
     n_blocks: int = 0  # override the preset's depth (0: keep it)
     dropout: float = 0.1  # dropout in attention and MLP
     attention: str = "auto"  # auto | xformers | sdpa | math
