@@ -39,7 +39,9 @@ def test_dry_run_passes_every_check_and_writes_every_table(tmp_path):
     # The fused phase: each masked-only head loss gives the full loss, then memory and speed.
     for name in ("mdlm-masked", "mdlm-chunked", "mdlm-torch"):
         assert statuses[f"head loss: {name} vs full"] == "pass"
-    fused = ("mdlm", "mdlm-masked", "mdlm-chunked", "mdlm-torch", "tdlm", "tdlm-masked")
+    fused = (
+        "mdlm", "mdlm-masked", "mdlm-chunked", "mdlm-torch", "tdlm", "tdlm-masked", "tdlm@shallow"
+    )  # fmt: skip
     assert [r["model"] for r in evidence["fused"]["memory"]["measurements"]] == list(fused)
     # (a JSON object: its keys come back sorted)
     assert set(evidence["fused"]["throughput"]["runs"][0]["models"]) == set(fused)
@@ -52,7 +54,13 @@ def test_dry_run_passes_every_check_and_writes_every_table(tmp_path):
     recomputed = evidence["throughput"]["runs"][0]["other_checkpointing"]
     assert set(recomputed) == {"selective", "all"}
     text = (tmp_path / "evidence.md").read_text()
+    # The sampling phase: every model measured at the dry scale, each run split into its parts.
+    cells = evidence["sampling"]["cells"]
+    assert [c["model"] for c in cells] == ["mdlm", "tdlm", "tdlm@shallow", "tdlm@none"]
+    for cell in cells:
+        assert cell["source"] == "measured" and cell["same_tokens"], cell
+        assert all(cell["parts_s"][p]["median"] > 0 for p in ("network", "head", "sampler"))
     headings = ("## Correctness", "## Fused head losses", "## Memory", "## Throughput, eager")
-    for heading in (*headings, "torch.compile"):
+    for heading in (*headings, "torch.compile", "## Sampling at large vocabularies"):
         assert heading in text
     assert (tmp_path / "memory.png").stat().st_size > 0

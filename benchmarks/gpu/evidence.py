@@ -20,7 +20,8 @@ plot); no uv, no network. Phases, in this order, each written to ``OUT/evidence.
    relative 2e-2 (the house bf16 tolerance: the logits are bf16, or fp32 from bf16 inputs in
    the fused kernels, and the backbone's bf16 matmuls carry the difference back); then their
    peak memory (``apps/bench memory``, batch 16, no recomputation) and training step time
-   (``apps/bench throughput``, interleaved) side by side with ``tdlm`` and ``tdlm-masked``.
+   (``apps/bench throughput``, interleaved) side by side with ``tdlm``, ``tdlm-masked`` and
+   the equal-parameter TDLM spent shallow (``tdlm@shallow``: MDLM's block activations).
    A head loss that cannot run (``torch`` before torch 2.13; Liger-Kernel or Cut
    Cross-Entropy not installed: ``run.sh`` installs them from carried wheels) is reported with
    the library's reason and left out; the rest runs.
@@ -33,6 +34,11 @@ plot); no uv, no network. Phases, in this order, each written to ``OUT/evidence.
 5. **throughput** — ``apps/bench throughput`` (training and sampling tokens/s, interleaved
    rounds, ratios to MDLM and the best MDLM), eager (training also with selective and full
    recomputation, interleaved: their time cost), then with ``torch.compile``.
+6. **sampling** — ``apps/bench sampling`` on the device: sampling tokens/s and peak memory of
+   MDLM, TDLM, TDLM spent shallow (``tdlm@shallow``) and TDLM at MDLM's depth (``tdlm@none``)
+   at N = 50,258 and 256,000, batches 1, 4, 16 and 64 (a cell that runs out of memory says so),
+   L = 1024, 8 steps, float64 draws, one fresh process per model and cell, each run split into
+   network, head and sampler.
 
 Phases that would overrun ``--budget`` seconds are skipped (and say so). The dry run takes the
 same code paths on the CPU at tiny sizes, so the script cannot rot between GPU loans.
@@ -70,6 +76,7 @@ from tdlm_bench import (  # noqa: E402
 from tdlm_bench.contenders import synthetic_tokens  # noqa: E402
 from tdlm_bench.memory import memory_markdown  # noqa: E402
 from tdlm_bench.report import environment, markdown_table  # noqa: E402
+from tdlm_bench.sampling import SamplingOptions, run_sampling, sampling_markdown  # noqa: E402
 from tdlm_bench.throughput import throughput_markdown  # noqa: E402
 
 from tdlm_diffusion import SamplerConfig, ancestral_sample, head_loss_unavailable  # noqa: E402
@@ -482,7 +489,7 @@ def fused_phase(evidence: Evidence, device: torch.device, work: Path) -> None:
     available = fused_checks(evidence, device, scale)
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the checks' model and gradients are gone; the workers start
-    models = ("mdlm", *available, "tdlm", "tdlm-masked")
+    models = ("mdlm", *available, "tdlm", "tdlm-masked", "tdlm@shallow")
     batch = 2 if dry else 16
     memory = run_memory(
         MemoryOptions(
@@ -544,6 +551,29 @@ def fused_markdown(memory: dict, speed: dict) -> str:
             markdown_table(header, rows),
         ]
     )
+
+
+# ---- 6. sampling -------------------------------------------------------------------------------
+
+
+def sampling_phase(evidence: Evidence, device: torch.device, work: Path) -> None:
+    """Phase 6 (module doc); the dry run: the dry scale at its N, batch 1."""
+    dry = evidence.dry_run
+    options = SamplingOptions(
+        scale=DRY.name if dry else "paper",
+        models=("mdlm", "tdlm", "tdlm@shallow", "tdlm@none"),
+        vocab_sizes=(DRY.vocab_size,) if dry else (50_258, 256_000),
+        batches=(1,) if dry else (1, 4, 16, 64),
+        analytic_batches=(),
+        seq_len=DRY.seq_len if dry else 1024,
+        rounds=1,
+        device=device.type,
+        out_dir=work / "sampling",
+    )
+    figures = run_sampling(options)
+    evidence.figures["sampling"] = figures
+    evidence.markdown.append("## Sampling at large vocabularies\n\n" + sampling_markdown(figures))
+    evidence.save()
 
 
 # ---- 4. memory, 5. throughput ------------------------------------------------------------------
@@ -609,8 +639,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--phases",
-        default="correctness,fused,fsdp,memory,throughput,compiled",
-        help="comma-separated subset of correctness,fused,fsdp,memory,throughput,compiled",
+        default="correctness,fused,fsdp,memory,throughput,compiled,sampling",
+        help="comma-separated subset of the default phases, run in the order given",
     )
     args = parser.parse_args(argv)
     dry = args.dry_run
@@ -639,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory": 150,
         "throughput": 75,
         "compiled": 150,
+        "sampling": 300,
     }
     phases = [p for p in args.phases.split(",") if p]
     unknown = set(phases) - set(expected)
@@ -665,6 +696,8 @@ def main(argv: list[str] | None = None) -> int:
                     guarded(evidence, "FSDP2 (torchrun)", lambda: fsdp_check(device, work, dry))
                 elif phase == "memory":
                     memory_phase(evidence, device, work)
+                elif phase == "sampling":
+                    sampling_phase(evidence, device, work)
                 else:
                     throughput_phase(evidence, device, work, compiled=phase == "compiled")
             except Exception as error:  # report it and go on to the next phase

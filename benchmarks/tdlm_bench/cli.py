@@ -73,6 +73,7 @@ FLAGS = {
         "out": "output folder; finished parts in it are reused [runs/bench/vocab-<date>]",
     },
     "sampling": {
+        "scale": "the model scale at each N: paper | tiny [paper]",
         "models": "comma-separated: mdlm and TDLM networks, of tdlm,tdlm@width,tdlm@shallow,"
         "tdlm@none [mdlm,tdlm]",
         "vocab_sizes": "comma-separated N [32768,50258,128256,256000]",
@@ -94,7 +95,7 @@ FLAGS = {
         "leaf_cluster_sizes": "ablation: comma-separated children per level-1 node",
         "allocations": "ablation: comma-separated level time allocations (linear,exponential)",
         "level_weights": "ablation: comma-separated λ_h lists, leaf level first (1:2,2:1)",
-        "spends": "ablation: comma-separated --model.spend besides depth (width,none)",
+        "spends": "ablation: comma-separated --model.spend besides depth (width,shallow,none)",
         "ar": "also train the autoregressive baseline: true | false [true]",
         "embedding_fraction": "trees=embedding: share of the steps for its stage-1 MDLM [0.1]",
         "seeds": "comma-separated seeds; every run is repeated per seed [0,1,2]",

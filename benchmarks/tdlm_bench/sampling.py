@@ -1,5 +1,5 @@
 """``apps/bench sampling``: sampling tokens/s and peak memory of TDLM and MDLM at equal sampler
-steps, each step split into network, head and sampler (METHOD.md §6).
+steps, each step split into network, head and sampler (docs/method.md, "The sampler").
 
 Both models are the contenders of :mod:`.contenders` at the paper scale (``small``: width 768;
 MDLM 12 blocks on the flat tree, TDLM deepened to MDLM's parameter budget) at every N of
@@ -77,6 +77,7 @@ _HOME = Path(__file__).resolve().parents[1]  # benchmarks/, the folder holding t
 
 @dataclass(frozen=True, kw_only=True)
 class SamplingOptions:
+    scale: str = "paper"  # the model preset's scale (contenders.SCALES), at each N
     models: tuple[str, ...] = MODELS  # mdlm and TDLM networks: tdlm, tdlm@<spend>
     vocab_sizes: tuple[int, ...] = (32_768, 50_258, 128_256, 256_000)
     batches: tuple[int, ...] = (1, 4)  # measured (fresh worker per model and round)
@@ -89,9 +90,10 @@ class SamplingOptions:
     out_dir: Path = Path("runs/bench/sampling")
 
 
-def sampling_scale(vocab_size: int, seq_len: int) -> Scale:
-    """The paper scale at ``vocab_size`` leaves and ``seq_len`` positions."""
-    return dataclasses.replace(SCALES["paper"], vocab_size=vocab_size, seq_len=seq_len)
+def sampling_scale(vocab_size: int, seq_len: int, name: str = "paper") -> Scale:
+    """The scale called ``name`` (the paper's) at ``vocab_size`` leaves and ``seq_len``
+    positions."""
+    return dataclasses.replace(SCALES[name], vocab_size=vocab_size, seq_len=seq_len)
 
 
 @functools.cache
@@ -105,7 +107,7 @@ def _process(model: str, scale: Scale) -> TreeProcess:
 def _movers(process: TreeProcess, steps: int, tokens: int) -> int:
     """The most positions one step moves in expectation: every position enters each level at
     its parent and leaves it between ``s_j`` and ``s_{j+1}`` with probability
-    ``(1 - α(s_j)) - (1 - α(s_{j+1}))`` (METHOD.md §6)."""
+    ``(1 - α(s_j)) - (1 - α(s_{j+1}))`` (docs/method.md, "The sampler")."""
     most = 0.0
     for n in set(steps_per_level(process.schedule, steps)):
         masked = process.schedule.in_level.one_minus_alpha(step_grid(n))
@@ -177,6 +179,8 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def _check(options: SamplingOptions) -> None:
+    if options.scale not in SCALES:
+        raise UserError(f"--scale takes one of {', '.join(SCALES)}, got {options.scale!r}")
     if options.precision not in _PRECISION_BYTES:
         raise UserError(f"--precision takes float64 or float32, got {options.precision!r}")
     try:
@@ -193,7 +197,8 @@ def _check(options: SamplingOptions) -> None:
     if not options.vocab_sizes or min(options.vocab_sizes) < 2 or min(sizes) < 1:
         raise UserError("--vocab-sizes must be >= 2 and --batches, --seq-len, --rounds >= 1")
     for n in options.vocab_sizes:
-        depth = contender_config("tdlm", sampling_scale(n, options.seq_len)).shape.depth
+        scale = sampling_scale(n, options.seq_len, options.scale)
+        depth = contender_config("tdlm", scale).shape.depth
         if options.steps < depth:
             raise UserError(f"--steps {options.steps} cannot cover TDLM's {depth} levels at N={n}")
 
@@ -201,7 +206,7 @@ def _check(options: SamplingOptions) -> None:
 def _cell(options: SamplingOptions, n: int, batch: int, log) -> list[dict]:
     """Both models at one (N, batch): analytic, and measured in interleaved rounds where asked
     and where they fit."""
-    scale = sampling_scale(n, options.seq_len)
+    scale = sampling_scale(n, options.seq_len, options.scale)
     label = f"N={n:,} batch {batch}"
     rows, run = {}, []
     for m in options.models:
