@@ -557,11 +557,12 @@ def fused_markdown(memory: dict, speed: dict) -> str:
 
 
 def sampling_phase(evidence: Evidence, device: torch.device, work: Path) -> None:
-    """Phase 6 (module doc); the dry run: the dry scale at its N, batch 1."""
+    """Phase 6 (module doc); the dry run: MDLM and tdlm@shallow (the same code path as every
+    TDLM network) at the dry scale and N, batch 1."""
     dry = evidence.dry_run
     options = SamplingOptions(
         scale=DRY.name if dry else "paper",
-        models=("mdlm", "tdlm", "tdlm@shallow", "tdlm@none"),
+        models=("mdlm", "tdlm@shallow") if dry else ("mdlm", "tdlm", "tdlm@shallow", "tdlm@none"),
         vocab_sizes=(DRY.vocab_size,) if dry else (50_258, 256_000),
         batches=(1,) if dry else (1, 4, 16, 64),
         analytic_batches=(),

@@ -403,7 +403,7 @@ def sampling_markdown(figures: dict) -> str:
     return "\n\n".join(
         [
             f"Sampling batch x {o['seq_len']} tokens in {o['steps']} steps, draws in "
-            f"{o['precision']}, paper scale (MDLM-small's budget); {env['device']} "
+            f"{o['precision']}, {o['scale']} scale (MDLM's parameter budget); {env['device']} "
             f"{env['device_name']}, {env['threads']} torch thread(s), torch {env['torch']}, "
             f"{env['date']}, commit {env['git_commit']}. Measured cells: median (min-max) over "
             f"{o['rounds']} rounds, MDLM and TDLM side by side in each, a fresh process per model "
