@@ -351,7 +351,8 @@ def throughput_markdown(figures: dict) -> str:
             f"commit {env['git_commit']}. Median (min-max) over rounds; ratios are medians of "
             f"per-round ratios; / best MDLM is to the fastest MDLM variant (named); matmul "
             f"{rates} GFLOP/s (median per scale, {o['matmul_size']}^2, bf16 on CUDA, else "
-            "fp32). The sampler reads no head loss: each model kind is sampled once.",
+            "fp32). The sampler reads no head loss: each network (kind and spend) is sampled "
+            "once; AR left to right, a network call per token (no key-value cache).",
             *(
                 ["Not run here: " + "; ".join(f"{m}: {why}" for m, why in left_out.items()) + "."]
                 if left_out
