@@ -13,7 +13,7 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 from tdlm_diffusion import ancestral_sample, noised_batch
 from tdlm_train.cli import eval_main, export_main, sample_main, train_main
 from tdlm_train.errors import UserError
-from tdlm_train.hub import export_run
+from tdlm_train.hub import export_run, model_card
 from tdlm_train.pretrained import EXPORT_FILES
 from tdlm_train.run import Run
 
@@ -60,6 +60,16 @@ def test_the_folder_holds_exactly_the_promised_files(trained, capsys):
         f"{meta['parameters']:,} parameters",
     ):
         assert text in card
+
+
+def test_an_ar_card_reports_an_exact_nll_not_a_bound(trained):
+    """The AR baseline's card: an exact NLL, no level rows or bound, autoregressive tags."""
+    meta = json.loads((trained[1] / "config.json").read_text()) | {"kind": "ar"}
+    card = model_card(meta)
+    nll = meta["validation"]["nelbo"]
+    assert f"| NLL (nats/token, exact) | {nll:.4f} |" in card and "## Measured NLL" in card
+    assert "NELBO" not in card and "upper bound" not in card and "| L_0" not in card
+    assert "- autoregressive" in card and "- discrete-diffusion" not in card
 
 
 def test_an_export_gives_the_same_logits_and_samples(trained):

@@ -177,7 +177,12 @@ def model_card(meta: dict[str, Any]) -> str:
     source = config["data"]["source"]
     validation = meta["validation"]
     front = ["---", "library_name: tdlm", "pipeline_tag: text-generation", "tags:"]
-    tags = dict.fromkeys(("tdlm", meta["kind"], "diffusion-language-model", "discrete-diffusion"))
+    family = (
+        ("autoregressive", "causal-lm")
+        if meta["kind"] == "ar"
+        else ("diffusion-language-model", "discrete-diffusion")
+    )
+    tags = dict.fromkeys(("tdlm", meta["kind"], *family))
     front += [f"- {tag}" for tag in tags]  # dict: no repeat when the kind is tdlm
     if source.startswith("hf:"):  # a hub dataset: name it so the hub links it
         front += ["datasets:", f"- {json.dumps(source.removeprefix('hf:').partition(':')[0])}"]
@@ -226,9 +231,9 @@ def model_card(meta: dict[str, Any]) -> str:
         f"- {meta['step']:,} optimizer steps, {tokens:,} training tokens "
         f"(batches of {config['batch_size']} x {config['seq_len']} tokens)",
         "",
-        "## Measured NELBO",
+        "## Measured NLL" if meta["kind"] == "ar" else "## Measured NELBO",
         "",
-        *_validation_lines(validation, meta["weights"]),
+        *_validation_lines(validation, meta["weights"], exact=meta["kind"] == "ar"),
         "",
         "## How to load",
         "",
@@ -267,25 +272,35 @@ def model_card(meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _validation_lines(validation: dict[str, Any] | None, weights: str) -> list[str]:
+def _validation_lines(
+    validation: dict[str, Any] | None, weights: str, *, exact: bool = False
+) -> list[str]:
+    """The validation table; ``exact``: the AR baseline's, an exact NLL (one level, no bound)."""
     if validation is None:
         if weights == "ema":
             return ["Not measured for this checkpoint: `uv run apps/eval --checkpoint FOLDER`."]
         return ["Not measured: `uv run apps/eval --checkpoint FOLDER --raw_weights`."]
+    if exact:
+        figure, levels, what = "NLL (nats/token, exact)", [], "The NLL is exact (next-token)."
+    else:
+        figure = "NELBO (nats/token)"
+        levels = [
+            f"| L_{h} (level {h}) | {x:.4f} |" for h, x in enumerate(validation["level_nelbo"])
+        ]
+        what = "NELBO bounds the negative log-likelihood; L_h is level h's share (leaves first)."
     rows = [
         "| figure | value |",
         "|---|---|",
-        f"| NELBO (nats/token) | {validation['nelbo']:.4f} |",
-        *(f"| L_{h} (level {h}) | {x:.4f} |" for h, x in enumerate(validation["level_nelbo"])),
-        f"| perplexity (upper bound) | {validation['perplexity']:.3f} |",
+        f"| {figure} | {validation['nelbo']:.4f} |",
+        *levels,
+        f"| perplexity{'' if exact else ' (upper bound)'} | {validation['perplexity']:.3f} |",
         f"| bits per byte | {validation['bits_per_byte']:.4f} |",
     ]
     return [
         f"On the {validation['split']} split of `{validation['source']}` at step "
         f"{validation['step']:,}: {validation['tokens']:,} tokens ({validation['text_bytes']:,} "
         f"bytes of text), noise draws per level: {validation['samples_per_level']}, "
-        f"{validation['weights']}. NELBO bounds the negative log-likelihood; L_h is level h's "
-        "share (leaves first).",
+        f"{validation['weights']}. {what}",
         "",
         *rows,
     ]
