@@ -221,20 +221,17 @@ def test_analytic_checkpointing_and_sharding_shrink_their_terms_only():
     assert sharded["activations"] == plain["activations"]
 
 
-def test_throughput_bench(tmp_path, monkeypatch):
+def _small_throughput(tmp_path, monkeypatch, **options) -> dict:
+    """The throughput bench at SMALL: batch 2, one training step and a 4-step sampling run of one
+    sequence per round."""
     monkeypatch.setitem(contenders.SCALES, SMALL.name, SMALL)
-    options = ThroughputOptions(
-        scale=SMALL.name,
-        batch=2,
-        rounds=2,
-        train_steps=1,
-        sample_steps=4,
-        sample_batch=1,
-        matmul_size=64,
-        checkpointing=("off", "selective"),
-        out_dir=tmp_path,
-    )
-    figures = run_throughput(options, log=lambda _: None)
+    fixed = dict(scale=SMALL.name, batch=2, train_steps=1, sample_steps=4, sample_batch=1)
+    options = ThroughputOptions(**fixed, matmul_size=64, out_dir=tmp_path, **options)
+    return run_throughput(options, log=lambda _: None)
+
+
+def test_throughput_bench(tmp_path, monkeypatch):
+    figures = _small_throughput(tmp_path, monkeypatch, rounds=2, checkpointing=("off", "selective"))
     models = figures["runs"][0]["models"]
     assert list(models) == list(DEFAULT_MODELS) and models["mdlm"]["train_ratio_to_mdlm"] == 1.0
     for m in models.values():
@@ -290,19 +287,9 @@ def test_ar_contenders_are_mdlm_causal_scoring_every_position(tmp_path, monkeypa
         throughput._network("ar-torch") == throughput._network("ar") != throughput._network("mdlm")
     )
     assert throughput._network("tdlm@none") != throughput._network("tdlm")
-    monkeypatch.setitem(contenders.SCALES, SMALL.name, SMALL)
-    options = ThroughputOptions(
-        scale=SMALL.name,
-        models=("mdlm", "ar", "ar-torch", "tdlm@none"),
-        batch=2,
-        rounds=1,
-        train_steps=1,
-        sample_steps=4,
-        sample_batch=1,
-        matmul_size=64,
-        out_dir=tmp_path,
-    )
-    models = run_throughput(options, log=lambda _: None)["runs"][0]["models"]
+    models = ("mdlm", "ar", "ar-torch", "tdlm@none")
+    figures = _small_throughput(tmp_path, monkeypatch, models=models, rounds=1)
+    models = figures["runs"][0]["models"]
     assert models["ar"]["sample_tokens_per_s"] == models["ar-torch"]["sample_tokens_per_s"]
     for m in models.values():
         assert m["train_tokens_per_s"]["median"] > 0 and m["sample_tokens_per_s"]["median"] > 0
