@@ -1,4 +1,4 @@
-"""Benchmark: how well each model reads a context (issue 12, METHOD.md §8).
+"""Benchmark: how well each model reads a context (issue 12, docs/method.md §8).
 
 For every seed, three runs of the ``tiny`` preset at equal tokens (``--steps`` optimizer steps,
 same data, order and seed): MDLM, TDLM trained unconditionally (conditioned by *projection* at

@@ -1,4 +1,4 @@
-"""Conditional generation and likelihood from the apps and tdlm-train (issue 12, METHOD.md §8):
+"""Conditional generation and likelihood from the apps and tdlm-train (issue 12, docs/method.md §8):
 clean-context training, prompts and infills, conditional evaluation. The maths (oracle
 conditionals, exact conditional NELBO) is proven in tdlm-diffusion's tests/test_conditioning.py.
 """

@@ -1,4 +1,4 @@
-"""Conditioning on known positions (METHOD.md §8): prompts and infilling.
+"""Conditioning on known positions (docs/method.md §8): prompts and infilling.
 
 The oracle is the true posterior of every masked position's child slot given what the network
 sees. In ``clean`` mode it sees the known tokens (leaves), so the posterior of the joint
@@ -227,7 +227,7 @@ def test_conditional_samples_follow_the_true_conditional(tree_name, mask, mode):
 
 
 def test_projection_shows_only_a_cluster_at_coarse_levels():
-    """METHOD.md §8's caveat, made visible: a network that reads only its input (here the true
+    """docs/method.md §8's caveat, made visible: a network that reads only its input (here the true
     posterior of the joint given that input) samples the true conditional in ``clean`` mode
     (the test above) but not in ``projection`` mode on a deeper tree, where at level 1 it sees
     ``a_1(x_K)`` and not ``x_K`` (rejected at p < 1e-6, fixed seed)."""

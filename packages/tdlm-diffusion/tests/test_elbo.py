@@ -1,4 +1,4 @@
-"""The ELBO (METHOD.md §4): I2 (tight for the true model), I4 (schedule-free), training loss,
+"""The ELBO (docs/method.md §4): I2 (tight for the true model), I4 (schedule-free), training loss,
 per-level evaluation and reporting helpers."""
 
 import math

@@ -1,4 +1,4 @@
-"""Bad input gets one clear error (ARCHITECTURE.md "Errors").
+"""Bad input gets one clear error (docs/architecture.md "Errors").
 
 Each case runs twice: as at run time (jaxtyping off), where the package's own checks must raise
 :class:`DiffusionInputError` with a telling message, and under the test suite's shape checking,

@@ -1,4 +1,4 @@
-"""The forward process (METHOD.md §3): marginals, lookups, device movement."""
+"""The forward process (docs/method.md §3): marginals, lookups, device movement."""
 
 import pytest
 import torch

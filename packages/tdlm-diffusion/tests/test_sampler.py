@@ -1,4 +1,4 @@
-"""The ancestral sampler (METHOD.md §6) and I6: it reproduces the distribution whose true
+"""The ancestral sampler (docs/method.md §6) and I6: it reproduces the distribution whose true
 conditionals it is given; caching only saves network calls."""
 
 import itertools

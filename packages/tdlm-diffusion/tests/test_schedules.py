@@ -1,4 +1,4 @@
-"""Schedules (METHOD.md §3): α(s) and its derivative, level allocations, t -> (h, s), w(t), I3."""
+"""Schedules (docs/method.md §3): α(s), its derivative, level allocations, t -> (h, s), w(t), I3."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""I5: the transition matrices Q̄_{t|u} and their agreement with forward_sample (METHOD.md §3)."""
+"""I5: transition matrices Q̄_{t|u} and their agreement with forward_sample (docs/method.md §3)."""
 
 import numpy as np
 import pytest
@@ -49,7 +49,7 @@ def test_row_stochastic_nonnegative_and_proposition_3_2(tree, config, a, b):
 def test_chapman_kolmogorov(tree, config, a, b, c):
     process = TreeProcess(tree, config.build(tree))
     v, u, t = sorted((a, b, c))
-    # Rows are "from" states (as in METHOD.md's Q̄_{t|0} = M_h [...]), so the earlier transition
+    # Rows are "from" states (as in docs/method.md's Q̄_{t|0} = M_h [...]), so the earlier transition
     # stands on the left: Q̄_{u|v} Q̄_{t|u} = Q̄_{t|v}.
     lhs = transition_matrix(process, u, v) @ transition_matrix(process, t, u)
     torch.testing.assert_close(lhs, transition_matrix(process, t, v), rtol=0, atol=1e-13)
@@ -74,7 +74,7 @@ def test_deterministic_ancestor_maps_at_every_boundary(tree, config):
 
 
 def test_rate_form_within_a_level():
-    """Within one level a level-h node stays with probability α(s_t)/α(s_u) (METHOD.md §3)."""
+    """Within one level a level-h node stays with probability α(s_t)/α(s_u) (docs/method.md §3)."""
     tree = random_tree(8, 2, seed=0)
     process = TreeProcess(tree, ScheduleConfig(alpha="cosine").build(tree))
     u, t = 0.40, 0.60  # both in level 1 of 3 (uniform)

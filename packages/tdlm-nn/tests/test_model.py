@@ -1,4 +1,4 @@
-"""The denoiser protocol, initialisation, conditioning and the tree head (METHOD.md §4)."""
+"""The denoiser protocol, initialisation, conditioning and the tree head (docs/method.md §4)."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Parameter accounting, budget matching and presets (METHOD.md §7)."""
+"""Parameter accounting, budget matching and presets (docs/method.md §7)."""
 
 import dataclasses
 

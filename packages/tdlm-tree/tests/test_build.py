@@ -1,4 +1,4 @@
-"""Constructions (METHOD.md §2): determinism, size limits, and what each one groups together."""
+"""Constructions (docs/method.md §2): determinism, size limits and what each one groups together."""
 
 from unittest import mock
 

@@ -1,4 +1,4 @@
-"""The k-means constructions give the same tree on any BLAS, thread count or CPU (METHOD.md §2).
+"""The k-means constructions give one tree on any BLAS, thread count or CPU (docs/method.md §2).
 
 A tree that changes with the machine makes training runs and golden tests irreproducible. Two
 kinds of evidence: real BLAS variation (subprocesses with other thread counts and OpenBLAS

@@ -1,4 +1,4 @@
-"""Tree shapes (METHOD.md §2): n_h = ceil(n_{h-1} / k_h) down to exactly one root."""
+"""Tree shapes (docs/method.md §2): n_h = ceil(n_{h-1} / k_h) down to exactly one root."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Structural invariants of VocabTree (METHOD.md §2) over arbitrary and constructed trees."""
+"""Structural invariants of VocabTree (docs/method.md §2) over arbitrary and constructed trees."""
 
 import numpy as np
 import pytest

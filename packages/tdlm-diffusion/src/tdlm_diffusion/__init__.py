@@ -1,4 +1,4 @@
-"""tdlm-diffusion: the tree-structured discrete diffusion process (METHOD.md §3–§6, §8).
+"""tdlm-diffusion: the tree-structured discrete diffusion process (docs/method.md §3–§6, §8).
 
 Tokens are the leaves of a vocabulary tree (``tdlm_tree.VocabTree``); noising moves each position
 up the tree one level at a time, so a network only ever chooses among a node's ``k`` children.

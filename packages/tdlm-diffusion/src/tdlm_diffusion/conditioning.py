@@ -1,8 +1,8 @@
-"""Conditioning on known positions: prompts and infilling (METHOD.md §8).
+"""Conditioning on known positions: prompts and infilling (docs/method.md §8).
 
 A :class:`Context` names the known positions ``K`` of a batch and their tokens. Known positions
 never move: the sampler starts with them at their tokens and draws only the unknown positions
-``U``; the conditional NELBO is METHOD.md §4's per-level sum with the indicator restricted to
+``U``; the conditional NELBO is docs/method.md §4's per-level sum with the indicator restricted to
 ``U``, an upper bound on ``-log p_θ(x_U | x_K)`` (known positions are never noised or scored).
 
 What the network sees at a known position while level h is resolved (:meth:`Context.show`):

@@ -1,4 +1,4 @@
-"""The tree ELBO and the training loss (METHOD.md §4; the paper's Theorem 3.4 and Corollary 3.5).
+"""The tree ELBO and the training loss (docs/method.md §4; the paper's Theorem 3.4, Corollary 3.5).
 
 In-level NELBO, for level h::
 
@@ -17,9 +17,10 @@ number k of masked positions (a uniform subset of size k given k) turns ``L_h`` 
 masked, ``(L / k) Σ_ℓ 1[masked] CE`` is an unbiased one-sample estimate of the same ``L_h`` —
 for any α — whose per-token value is the mean CE over the masked positions: bounded by the
 largest CE, where the time form's ``1 / s`` weight has infinite variance near ``s = 0``. It
-needs a denoiser that does not see s (the default, METHOD.md §4): the identity integrates s out.
+needs a denoiser that does not see s (the default, docs/method.md §4): the identity integrates s
+out.
 
-Conditioning (METHOD.md §8): known positions are never masked, so the indicator of every
+Conditioning (docs/method.md §8): known positions are never masked, so the indicator of every
 estimate here is already restricted to the unknown ones when ``z`` is a context's shown state; the
 count form then draws ``k ~ U{1..L_u}`` among the ``L_u`` unknown positions with weight
 ``L_u / k`` (the same identity over ``L_u`` positions): the conditional ``L_h``.
@@ -148,7 +149,7 @@ def diffusion_loss(
 ) -> Float[Tensor, " b"]:
     """One-sample estimate of ``NELBO(x)`` per sequence, for ``z ~ q_t(· | x)``, ``t ~ U[0, 1]``.
 
-    ``w(t) Σ_ℓ 1[masked] CE`` with ``w(t) = -α'(s) / (Δ_h (1 - α(s)))`` (METHOD.md §4).
+    ``w(t) Σ_ℓ 1[masked] CE`` with ``w(t) = -α'(s) / (Δ_h (1 - α(s)))`` (docs/method.md §4).
     """
     _check_batch(process, logits, x, z)
     check_times(t, x.shape[0])
@@ -220,7 +221,7 @@ def count_nelbo(
     ``z`` must have exactly ``count`` positions masked, a uniform random subset
     (:meth:`TreeProcess.mask_count`), with ``count ~ U{1..L}``; the estimate is
     ``(L / k) Σ_ℓ 1[masked] CE``. ``logits`` are the denoiser's output on ``z``. Under a context
-    (METHOD.md §8) ``known`` positions are never masked, the subset is drawn among the ``L_u``
+    (docs/method.md §8) ``known`` positions are never masked, the subset is drawn among the ``L_u``
     others with ``count ~ U{1..L_u}``, and ``L_u`` replaces ``L``: the conditional ``L_h``.
     """
     _check_batch(process, logits, x, z)

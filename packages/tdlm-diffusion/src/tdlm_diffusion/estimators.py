@@ -1,4 +1,4 @@
-"""The training loss: four Monte-Carlo estimators of the NELBO (METHOD.md §4), one interface.
+"""The training loss: four Monte-Carlo estimators of the NELBO (docs/method.md §4), one interface.
 
 Every estimator draws low-discrepancy times ``t_i = (u + i/B) mod 1``, so each level h gets its
 share ``Δ_h`` of the batch (the levels are stratified across the batch) and the in-level times
@@ -121,7 +121,7 @@ def noised_batch(
 ) -> NoisedBatch:
     """Draw low-discrepancy times, the state ``z`` and the weights of ``estimator``.
 
-    Under a ``context`` (METHOD.md §8) ``z`` is the network's input: known positions are never
+    Under a ``context`` (docs/method.md §8) ``z`` is the network's input: known positions are never
     noised and are shown as the context's mode says (:meth:`Context.show`); the count forms mask
     ``k`` of the ``L_u`` unknown positions with weights in ``L_u``, so ``weight · Σ_ℓ 1[masked]
     CE`` estimates the conditional NELBO.
@@ -182,7 +182,7 @@ def training_loss(
     ``estimator`` picks how each level's integral is sampled (module docstring); ``cutoff`` is
     the ε of ``cutoff``. ``level_weights`` are optional per-level training weights ``λ_h``
     (ablations); they scale only ``loss``, never the reported ``nelbo``. Losses are per token:
-    sums over the batch's positions divided by ``b · l``. With a ``context`` (METHOD.md §8)
+    sums over the batch's positions divided by ``b · l``. With a ``context`` (docs/method.md §8)
     the known positions are shown to the network as its mode says and excluded from the loss,
     which is then per unknown token (divided by ``Σ L_u``): the conditional NELBO
     ``-log p_θ(x_U | x_K)`` per scored token. A ``clean`` context trains the network to read

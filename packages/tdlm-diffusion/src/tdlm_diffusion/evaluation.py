@@ -1,4 +1,4 @@
-"""Evaluation: the NELBO stratified by level, and the numbers it is reported in (METHOD.md §4).
+"""Evaluation: the NELBO stratified by level, and the numbers it is reported in (docs/method.md §4).
 
 ``NELBO(x) = Σ_h L_h(x)`` (the paper's Corollary 3.5). Instead of drawing ``t ~ U[0, 1]`` as in
 training, evaluation estimates every ``L_h`` separately with ``n`` in-level times per level
@@ -10,7 +10,7 @@ for denoisers that see ``s``, in the time form (``z ~ q^h_s``, weight ``-α'(s) 
 unbiased, with the heavy tail of its ``1 / s`` weight). Reported: nats per token, perplexity
 ``exp(NELBO / token)`` and bits per byte (comparable across tokenizers).
 
-Given a :class:`Context` (METHOD.md §8) the same estimate bounds ``-log p_θ(x_U | x_K)``: known
+Given a :class:`Context` (docs/method.md §8) the same estimate bounds ``-log p_θ(x_U | x_K)``: known
 positions are shown as the context's mode says and never noised or scored, the count form masks
 ``k ~ U{1..L_u}`` of the ``L_u`` unknown positions with weight ``L_u / k`` (``L_u`` may differ
 per sequence), and the tokens counted are the unknown ones.

@@ -23,8 +23,8 @@ The four fused choices compute a softmax over every one of the head's ``k`` slot
 a tree in which every node has ``k`` children (``TreeProcess.full_width``; the flat tree). A
 tree head's logits are ``k ≈ 64`` wide: ``masked`` is what applies to TDLM.
 
-The network computes no loss (ARCHITECTURE.md): it calls ``fn(hidden, weight, bias)`` inside its
-forward pass and precision context, and this module supplies ``fn``.
+The network computes no loss (docs/architecture.md): it calls ``fn(hidden, weight, bias)`` inside
+its forward pass and precision context, and this module supplies ``fn``.
 """
 
 import importlib.util

@@ -1,4 +1,4 @@
-"""The tree forward (noising) process with synchronized levels (METHOD.md §3).
+"""The tree forward (noising) process with synchronized levels (docs/method.md §3).
 
 Per position, independently (the paper's Lemma 3.1), with ``(h, s)`` the level and in-level time
 of ``t``::
@@ -7,7 +7,7 @@ of ``t``::
 
 so noising is two table lookups and one Bernoulli draw per position. :class:`TreeProcess` holds
 the tree's lookup tables as (non-persistent) buffers, so ``.to(device)`` moves them with the
-schedule; it also calls the denoiser (METHOD.md §4's protocol, see :mod:`.protocol`) so that
+schedule; it also calls the denoiser (docs/method.md §4's protocol, see :mod:`.protocol`) so that
 the choice of time conditioning lives in one place for training, evaluation and sampling.
 Node ids are global ids throughout (``tree.level_offsets[h] + local id``).
 """
@@ -55,7 +55,7 @@ class TreeProcess(nn.Module):
 
     ``schedule`` defaults to the linear in-level schedule with a uniform level time allocation.
     ``pass_time`` makes every denoiser call ``denoiser(nodes, level, s)`` instead of the default
-    ``denoiser(nodes, level)`` (METHOD.md §4 explains why level-only is the default).
+    ``denoiser(nodes, level)`` (docs/method.md §4 explains why level-only is the default).
     """
 
     ancestors: Tensor
@@ -175,7 +175,7 @@ class TreeProcess(nn.Module):
         Given how many positions are masked, ``q^h_s`` masks a uniform subset of that size for
         every ``s``: this is the state the count form of the in-level NELBO needs
         (:func:`~tdlm_diffusion.count_nelbo`). ``known`` positions (a conditioning context,
-        METHOD.md §8) are never masked: the subset is drawn among the others, at most ``L_u``.
+        docs/method.md §8) are never masked: the subset is drawn among the others, at most ``L_u``.
         """
         check_tokens(x, self.vocab_size)
         check_levels(level, x.shape[0], self.depth)

@@ -1,4 +1,4 @@
-"""The denoiser protocol: where this package meets a network (ARCHITECTURE.md, METHOD.md §4).
+"""The denoiser protocol: where this package meets a network (docs/method.md §4).
 
 A denoiser takes node ids and the level being diffused and returns child-slot logits:
 
@@ -10,7 +10,7 @@ A denoiser takes node ids and the level being diffused and returns child-slot lo
   flat tree has ``k = N``). The network need not mask slots a node does not have: the process
   masks ``slot >= child count`` to ``-inf`` itself.
 
-Time conditioning is optional (METHOD.md §4): by default the network sees the level only, which
+Time conditioning is optional (docs/method.md §4): by default the network sees the level only, which
 lets the sampler reuse its output exactly when nothing changed. A process built with
 ``pass_time=True`` calls ``denoiser(nodes, level, s)`` with the in-level time ``s`` ``[b]``.
 tdlm-diffusion never imports a network package; any callable of this shape works.

@@ -1,4 +1,4 @@
-"""Ancestral sampling, level by level from the root down (METHOD.md §6).
+"""Ancestral sampling, level by level from the root down (docs/method.md §6).
 
 Within level h, on the grid ``1 = s_0 > s_1 > ... > s_m = 0``, each position still at level
 h+1 moves to a child drawn from ``p_θ`` with probability
@@ -19,8 +19,8 @@ CDF with one uniform, so in float32 every child's chance is a whole number of 2^
 uniform's levels): children far below that are dropped or rounded up to it, and a CDF summed in
 float32 can lose a tail that follows a large mass. Float64 resolves 2^-53.
 
-Given a :class:`Context` (METHOD.md §8) the known positions start at their tokens (leaf ids) and
-never move: they are never at level h+1, so no step chooses them, and the state — the
+Given a :class:`Context` (docs/method.md §8) the known positions start at their tokens (leaf ids)
+and never move: they are never at level h+1, so no step chooses them, and the state — the
 trajectory too — holds them bit-identical at every step. The network sees them as the context's
 mode says (:meth:`Context.show`); the state within a level still changes only when a position
 moves, so the output reuse stays exact.
@@ -282,7 +282,7 @@ def ancestral_sample(
     generator: torch.Generator | None = None,
     context: Context | None = None,
 ) -> SampleResult:
-    """Sample ``batch_size`` sequences of ``length`` tokens from the root down (METHOD.md §6).
+    """Sample ``batch_size`` sequences of ``length`` tokens from the root down (docs/method.md §6).
 
     Runs on the process's device; ``generator`` (on that device) makes it reproducible. With a
     ``context`` (``[batch_size, length]``) the known positions are the context's tokens from the

@@ -1,6 +1,6 @@
 """Noise schedules: the in-level schedule α(s), the level time allocation Δ_h, and the ELBO weight.
 
-Implements METHOD.md §3 (time split ``0 = τ_0 < ... < τ_H = 1``, in-level time
+Implements docs/method.md §3 (time split ``0 = τ_0 < ... < τ_H = 1``, in-level time
 ``s = (t - τ_h) / Δ_h``, decreasing ``α(s)`` with ``α(0) = 1``, ``α(1) = 0``) and the Monte-Carlo
 weight of §4, ``w(t) = -α'(s) / (Δ_h (1 - α(s)))``. The ``1 / Δ_h`` is the density of the level
 given ``t ~ U[0, 1]``; without it the estimate is off by the number of levels.
@@ -192,7 +192,7 @@ class DiffusionSchedule(nn.Module):
         return taus[level + 1] - taus[level]
 
     def in_level_weight(self, s: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
-        """``-α'(s) / (1 - α(s))``, the weight of the in-level NELBO (METHOD.md §4, Thm 3.4).
+        """``-α'(s) / (1 - α(s))``, the weight of the in-level NELBO (docs/method.md §4, Thm 3.4).
 
         Where ``1 - α(s) = 0`` no position can be masked, so the term is exactly zero; the
         weight is set to 0 there rather than ``inf`` (which would turn ``0 · inf`` into NaN).
@@ -202,7 +202,7 @@ class DiffusionSchedule(nn.Module):
         return torch.where(masked > 0, -self.in_level.alpha_prime(s) / safe, torch.zeros_like(s))
 
     def elbo_weight(self, t: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
-        """``w(t) = -α'(s) / (Δ_h (1 - α(s)))``: the weight for ``t ~ U[0, 1]`` (METHOD.md §4)."""
+        """Weight ``w(t) = -α'(s) / (Δ_h (1 - α(s)))`` for ``t ~ U[0, 1]`` (docs/method.md §4)."""
         level, s = self.level_of(t)
         return self.in_level_weight(s) / self.delta(level, t.dtype)
 

@@ -1,4 +1,4 @@
-"""Dense transition matrices ``Q̄_{t|u}`` of the forward process, for tests and docs (METHOD.md §3).
+"""Dense transition matrices ``Q̄_{t|u}`` of the forward process, for tests (docs/method.md §3).
 
 The process is a continuous-time Markov chain on all tree nodes: while ``t`` is in level h's
 interval, a level-h node jumps to its parent at rate ``β = -α'(s) / (Δ_h α(s))`` and every other

@@ -1,4 +1,4 @@
-"""tdlm-nn: the DiT denoiser of tree-structured diffusion language models (METHOD.md §4, §7).
+"""tdlm-nn: the DiT denoiser of tree-structured diffusion language models (docs/method.md §4, §7).
 
 A node embedding over every tree node, the MDLM/SEDD DiT backbone (adaLN-Zero, rotary,
 bidirectional attention through xformers, SDPA or plain math), and a per-level child-slot head,

@@ -1,6 +1,6 @@
 """Multi-head attention behind one seam: ``xformers``, ``sdpa`` or ``math``.
 
-The DiT of MDLM/SEDD attends over the whole sequence without a mask (METHOD.md §4: every
+The DiT of MDLM/SEDD attends over the whole sequence without a mask (docs/method.md §4: every
 position sees every other); ``causal=True`` lets position i see positions <= i only (the
 autoregressive baseline, the same network with a causal mask). ``xformers`` is
 ``xformers.ops.memory_efficient_attention`` (CUDA only); ``sdpa`` is

@@ -1,6 +1,6 @@
 """Input embedding over all tree nodes and the per-level child-slot head.
 
-METHOD.md §4: the network reads global node ids (leaves, internal nodes and root share one
+docs/method.md §4: the network reads global node ids (leaves, internal nodes and root share one
 table, ``offset_h + local id``) and, for a sample diffusing level h, outputs logits over the
 ``k_{h+1}`` child slots of every position through one linear map ``W_h : D -> k_{h+1}`` per
 level (ours; a single shared map is an option). Every level's map is padded to the common width

@@ -1,7 +1,7 @@
 """The DiT's layers: fp32 LayerNorm, rotary positions, conditioning, and the adaLN-Zero block.
 
 This is the backbone of MDLM and SEDD (Sahoo et al. 2024, Lou et al. 2024; itself DiT, Peebles &
-Xie 2023) that METHOD.md §1/§4 assume: pre-norm blocks whose LayerNorm outputs are shifted and
+Xie 2023) that docs/method.md §1/§4 assume: pre-norm blocks whose LayerNorm outputs are shifted and
 scaled, and whose residual branches are gated, by maps of a small conditioning vector that start
 at zero (adaLN-Zero: every block is the identity at initialisation). Attention is bidirectional
 with rotary position embeddings (Su et al. 2021); the MLP is 4x with tanh-GELU.
@@ -70,7 +70,7 @@ def apply_rotary(
 class Conditioning(nn.Module):
     """The conditioning vector ``c = SiLU(e_level [+ MLP(sinusoid(s))])`` of every sample.
 
-    METHOD.md §4: level only by default; (level, s) as an option. ``s`` in [0, 1] is scaled by
+    docs/method.md §4: level only by default; (level, s) as an option. ``s`` in [0, 1] is scaled by
     1000 before the sinusoidal embedding (DiT's timestep range) so its frequencies resolve it.
     """
 

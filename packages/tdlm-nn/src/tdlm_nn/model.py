@@ -1,6 +1,6 @@
 """The TDLM denoiser: node embedding -> DiT backbone -> per-level child-slot head.
 
-Implements the reverse model of METHOD.md §4 as the denoiser protocol shared with
+Implements the reverse model of docs/method.md §4 as the denoiser protocol shared with
 ``tdlm-diffusion``::
 
     model(nodes: Int[Tensor, "b l"], level: Int[Tensor, " b"]) -> Float[Tensor, "b l k"]

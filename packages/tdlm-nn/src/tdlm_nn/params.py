@@ -1,4 +1,4 @@
-"""Parameter accounting and budget matching (METHOD.md §7).
+"""Parameter accounting and budget matching (docs/method.md §7).
 
 "Same parameter budget" means: count the MDLM model (input embedding + blocks + full-vocabulary
 head), give TDLM the same input embedding plus its internal-node rows and a negligible head, and

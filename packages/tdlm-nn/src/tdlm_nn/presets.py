@@ -1,4 +1,4 @@
-"""Model presets: ``tiny``, ``small``, ``medium`` (METHOD.md §7).
+"""Model presets: ``tiny``, ``small``, ``medium`` (docs/method.md §7).
 
 Each preset is an MDLM-style reference architecture on the flat tree of the same vocabulary.
 On the flat tree a preset *is* that reference (MDLM); on any other tree it is the reference

@@ -1,6 +1,6 @@
 """The part of a vocabulary tree the network needs: level sizes and per-level head widths.
 
-METHOD.md §2 and §4: the input embedding has one row per tree node (global id
+docs/method.md §2 and §4: the input embedding has one row per tree node (global id
 ``offset_h + local id``) and the head for transition h is a ``D -> k_{h+1}`` map. Both follow from
 ``(n_0, ..., n_H)`` and ``(k_1, ..., k_H)`` alone, so a GPT-2-sized model can be built (or counted)
 without building a tree or reading data.

@@ -81,7 +81,7 @@ class DiffusionConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ConditionConfig:
-    """Clean-context training (METHOD.md §8), off by default: a share of the training sequences
+    """Clean-context training (docs/method.md §8), off by default: a share of the training sequences
     keep a random prefix (and some also a suffix) at their leaves, shown to the network as
     leaves and left out of the loss, so that it learns to read exact context at every level
     (``apps/sample --prompt/--infill`` and ``apps/eval --condition`` then use ``clean``)."""

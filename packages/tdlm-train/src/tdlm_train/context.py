@@ -1,4 +1,4 @@
-"""The contexts tdlm-train conditions on (METHOD.md §8): text from the user, the clean context
+"""The contexts tdlm-train conditions on (docs/method.md §8): text from the user, the clean context
 drawn for training, and the known prefix of conditional evaluation.
 
 **Text** (``apps/sample``). A layout is one block as training saw it, ``[BOS] ... [EOS]``, with

@@ -47,7 +47,7 @@ _TREE_CACHE_VERSION = 3
 
 @dataclass(frozen=True, kw_only=True)
 class TreeConfig:
-    """How the vocabulary tree is made (METHOD.md §2), or ``path`` to a saved one."""
+    """How the vocabulary tree is made (docs/method.md §2), or ``path`` to a saved one."""
 
     method: str = "cooccurrence"  # cooccurrence | frequency | random | embedding | flat
     branching: int = 64  # K, children per node

@@ -1,6 +1,6 @@
 """Validation NELBO (total and per level), perplexity, bits per byte, and a run's evaluation.
 
-METHOD.md §4 "Reporting": NELBO in nats per token, perplexity ``exp(NELBO)``, bits per byte
+docs/method.md §4 "Reporting": NELBO in nats per token, perplexity ``exp(NELBO)``, bits per byte
 (comparable across tokenizers) and each level's ``L_h``.
 
 Bits per byte are the scored blocks' total NELBO in bits over the UTF-8 bytes of the text those
@@ -81,7 +81,7 @@ def validate(
     """The NELBO on the first ``batches * batch_size`` validation blocks (a fixed set).
 
     With ``context`` (a batch's known positions, e.g. :func:`~tdlm_train.context.prefix_context`)
-    it is the conditional NELBO of the unknown positions given the known ones (METHOD.md §8):
+    it is the conditional NELBO of the unknown positions given the known ones (docs/method.md §8):
     every figure is per unknown token, and bits per byte count the unknown tokens' bytes. (Padded
     blocks are scored with their padding as the context: :func:`padding_context`.)
     ``hide_known`` shows the network the root at the known positions instead: the same tokens'

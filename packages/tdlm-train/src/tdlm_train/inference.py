@@ -32,7 +32,7 @@ def sample_report(
 ) -> str:
     """``count`` ancestral samples of ``length`` tokens as text (every level's state too when
     ``sampler.keep_trajectory``); with a ``layout`` (a prompt or gaps to fill) its known
-    positions are kept and shown to the network as ``mode`` says (METHOD.md §8)."""
+    positions are kept and shown to the network as ``mode`` says (docs/method.md §8)."""
     generator = torch.Generator(run.device).manual_seed(seed)
     length = length if layout is None else len(layout.tokens)
     if run.config.kind == "ar":

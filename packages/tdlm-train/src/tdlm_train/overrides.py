@@ -1,6 +1,6 @@
 """Nested dataclass configs: ``--section.key value`` overrides, and JSON round trips.
 
-ARCHITECTURE.md: configs are small keyword-only dataclasses nested per component; presets are
+docs/architecture.md: configs are small keyword-only dataclasses nested per component; presets are
 plain functions; the fully resolved config is saved with every run and checkpoint. This module
 is the generic part: it converts command-line strings by the fields' type hints, rejects unknown
 keys and bad values with one clear sentence, and rebuilds a config from its saved JSON.

@@ -1,4 +1,4 @@
-"""One training run as one object (ARCHITECTURE.md "tdlm-train: the Run").
+"""One training run as one object (docs/architecture.md "tdlm-train: the Run").
 
 :meth:`Run.from_config` prepares the data and tree and builds the parts from a
 :class:`~tdlm_train.config.RunConfig`: the diffusion process (tdlm-diffusion), the network

@@ -1,7 +1,7 @@
 """The training loop over a :class:`~tdlm_train.run.Run`: ``step()``, ``validate()``, ``save()``.
 
 Issue 5 "Training" and "Checkpoints". A step is AdamW on tdlm-diffusion's ``training_loss``
-(METHOD.md §4's Monte-Carlo NELBO with low-discrepancy times; with ``--condition.probability``
+(docs/method.md §4's Monte-Carlo NELBO with low-discrepancy times; with ``--condition.probability``
 a share of the sequences keep a clean context, §8) with warmup + constant/cosine LR,
 clipping, gradient accumulation and the EMA update; ``--kind mdlm`` runs the same loop on the
 flat tree with the full-vocabulary head, and ``--kind ar`` trains the causal network on the

@@ -1,4 +1,4 @@
-"""tdlm-tree: vocabulary trees for tree-structured diffusion language models (METHOD.md §2).
+"""tdlm-tree: vocabulary trees for tree-structured diffusion language models (docs/method.md §2).
 
 Leaves are the tokens, the root is the fully-noised state, every leaf sits at depth H, and a
 token is predicted by H K-way child choices instead of one N-way softmax. This package builds

@@ -1,4 +1,4 @@
-"""Tree constructions of METHOD.md §2: ``flat``, ``random``, ``frequency`` and ``embedding``.
+"""Tree constructions of docs/method.md §2: ``flat``, ``random``, ``frequency`` and ``embedding``.
 
 Every construction is bottom-up and balanced: level h's nodes are grouped into
 ``ceil(n_h / k_{h+1})`` parents of exactly ``k_{h+1}`` children but one (``shape.group_sizes``).

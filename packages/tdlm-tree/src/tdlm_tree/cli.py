@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         "--method",
         choices=METHODS,
         default="cooccurrence",
-        help="construction (METHOD.md §2); default: cooccurrence",
+        help="construction (docs/method.md §2); default: cooccurrence",
     )
     build.add_argument(
         "--counts",

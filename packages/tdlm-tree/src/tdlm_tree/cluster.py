@@ -1,10 +1,10 @@
 """Balanced, size-constrained k-means: one level of the ``embedding`` construction.
 
-METHOD.md §2 (``embedding``). Partition ``n`` vectors into ``g = ceil(n / k)`` groups, ``g - 1`` of
-exactly ``k`` and one holding the remainder (``shape.group_sizes``), minimising the within-group
-sum of squared distances. Two stages, each pass linear in ``n`` (but for the refinement's
-``g x g`` centroid distances), so that N = 256k tokens in 768 dimensions cluster in about three
-minutes on one core:
+docs/method.md §2 (``embedding``). Partition ``n`` vectors into ``g = ceil(n / k)`` groups,
+``g - 1`` of exactly ``k`` and one holding the remainder (``shape.group_sizes``), minimising
+the within-group sum of squared distances. Two stages, each pass linear in ``n`` (but for the
+refinement's ``g x g`` centroid distances), so that N = 256k tokens in 768 dimensions cluster in
+about three minutes on one core:
 
 1. **Recursive balanced bisection** (initialisation). Split a set in two with 2-means whose cut
    is forced to a multiple of ``k`` (difference of squared distances to the two centroids is a

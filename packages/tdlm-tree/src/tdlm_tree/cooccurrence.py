@@ -1,6 +1,6 @@
 """The ``cooccurrence`` construction: token vectors from a token stream, then ``embedding``.
 
-METHOD.md §2 (``embedding`` with vectors computed from a token stream). Each token is described
+docs/method.md §2 (``embedding`` with vectors computed from a token stream). Each token is described
 by how often each of the ``context_size`` most frequent tokens occurs just before it and just
 after it (within ``window`` positions, weighted 1/distance); the counts become positive
 pointwise mutual information with context-distribution smoothing (Levy, Goldberg & Dagan 2015,

@@ -1,6 +1,7 @@
 """Exact integer-grid arithmetic, so that the k-means constructions decide alike on every machine.
 
-METHOD.md §2 (``embedding``, ``cooccurrence``): a tree must be a function of its input and seed.
+docs/method.md §2 (``embedding``, ``cooccurrence``): a tree must be a function of its input and
+seed.
 A float matrix product's rounding depends on the BLAS kernel, the thread count, the SIMD width
 and the CPU, so float distances can order two near-equidistant points differently on two
 machines. On the grid every coordinate is an integer of magnitude at most ``2^Q``, with ``Q``

@@ -1,6 +1,6 @@
 """Saving and loading trees as data: one ``.npz`` of integer arrays plus JSON metadata.
 
-METHOD.md §2: a tree is saved as data, never as a pickle, and loading validates everything.
+docs/method.md §2: a tree is saved as data, never as a pickle, and loading validates everything.
 File layout (``format_version`` 1), all arrays 1-D ``int64``, nodes in global-id order
 (level 0 first, root last):
 

@@ -1,4 +1,4 @@
-"""Every tree construction by name: ``build_tree(method, ...)`` (METHOD.md §2).
+"""Every tree construction by name: ``build_tree(method, ...)`` (docs/method.md §2).
 
 The one place that maps a method name to its constructor and the inputs it needs, shared by the
 ``tdlm-tree build`` CLI and tdlm-train's tree stage: ``flat`` (MDLM), ``random``, ``frequency``

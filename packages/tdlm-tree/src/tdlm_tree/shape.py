@@ -1,7 +1,7 @@
 """Tree shapes: per-level branching factors ``(k_1, ..., k_H)`` from the user's conveniences.
 
-METHOD.md §2: level sizes follow ``n_h = ceil(n_{h-1} / k_h)`` down to a single root. A shape is
-given as one ``K`` for every level (``H = ceil(log_K N)``), an explicit bottom-up list, or a
+docs/method.md §2: level sizes follow ``n_h = ceil(n_{h-1} / k_h)`` down to a single root. A shape
+is given as one ``K`` for every level (``H = ceil(log_K N)``), an explicit bottom-up list, or a
 leaf cluster size ``c = k_1`` with ``K`` above it (the paper varies these two separately).
 """
 

@@ -5,7 +5,7 @@ Under the unigram distribution ``p(x)`` of the tokens, a level-h node has probab
 has conditional entropy ``H(A_h | A_{h+1}) = sum_u p(u) H(p(. | u))``. Because ``A_{h+1}`` is a
 function of ``A_h`` the chain rule telescopes: ``sum_h H(A_h | A_{h+1}) = H(A_0) = H(unigram)``.
 A good tree puts most of that entropy at the levels its network predicts well; the split is the
-cheap, data-only counterpart of the per-level NELBO (METHOD.md §4 "Reporting").
+cheap, data-only counterpart of the per-level NELBO (docs/method.md §4 "Reporting").
 :func:`conditional_cross_entropies` scores held-out tokens with the same per-level unigram model:
 the per-level NELBO a network that ignores all context would get on them, hence the reference a
 model's per-level validation NELBO is measured against. :func:`neighbour_cross_entropies` adds

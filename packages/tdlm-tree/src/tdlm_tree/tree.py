@@ -1,6 +1,6 @@
 """The vocabulary tree: an immutable, validated object built from per-level parent arrays.
 
-Implements the data structure of METHOD.md §2. Levels are numbered bottom-up: the leaves (the
+Implements the data structure of docs/method.md §2. Levels are numbered bottom-up: the leaves (the
 tokens ``0..N-1``) are level 0 and the single root is level H. Everything is indexed by the
 *transition* ``h = 0..H-1`` between level h and level h+1, which is also how the diffusion
 process and the network's heads index their levels:
