@@ -343,7 +343,9 @@ def _train_args(device: torch.device, work: Path, run: Path, dry: bool) -> list[
 def _run_app(command: list[str]) -> str | None:
     """None on success, else the failure in a line."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    # A guard against a hung process, never a verdict: 10 x the slowest app run seen (the dry
+    # run's two FSDP processes, about 165 s on two loaded cores), so load cannot fail a check.
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
     if done.returncode == 0:
         return None
     return f"{' '.join(command[1:3])} exited {done.returncode}: {done.stderr.strip()[-300:]}"
