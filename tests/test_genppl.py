@@ -1,6 +1,7 @@
 """Generative perplexity (issue 6, item 6; issue 13, item 2) with a tiny causal LM the test
 builds and saves: how texts are split and scored, the samples' unigram entropy, the settings'
-errors, and apps/eval's report."""
+errors, and apps/eval's report; and (issue 27) that a scorer whose tokenizer is not the run's
+scores the samples' text, framed by its own special tokens, never the run's as text."""
 
 import json
 import math
@@ -9,10 +10,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tdlm_diffusion.sampler import SampleResult
+from tdlm_train import genppl
 from tdlm_train.cli import eval_main, train_main
 from tdlm_train.errors import UserError
-from tdlm_train.genppl import GenPPLConfig, generative_perplexity, sample_entropy
-from tdlm_train.tokenizer import BOS, EOS
+from tdlm_train.genppl import (
+    GenPPLConfig,
+    gen_ppl_of_run,
+    generative_perplexity,
+    sample_documents,
+    sample_entropy,
+)
+from tdlm_train.run import Run
+from tdlm_train.tokenizer import BOS, EOS, load_tokenizer
 
 CPU = torch.device("cpu")
 
@@ -180,3 +190,119 @@ def test_eval_app_names_a_bad_setting(scorer, capsys):
         "error: --gen-ppl.samples expects int, got 'many'",
         "error: --gen-ppl.split must be chunks or sliding, got 'halves'",
     ]
+
+
+# --- a scorer whose tokenizer is not the run's (issue 27) -------------------------------------
+@pytest.fixture(
+    scope="module", params=[("<|endoftext|>",) * 2, ("<s>", "</s>")], ids=["gpt2", "pair"]
+)
+def foreign(request, tmp_path_factory, corpus):
+    """A 2-layer GPT-2 over a word-level vocabulary of the corpus (any other word ``[UNK]``),
+    with either one framing token (GPT-2's ``<|endoftext|>`` is its BOS and EOS) or two. It
+    has never seen ``<|bos|>``: read as text, ``<|bos|><|eos|>`` is five words."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    bos, eos = request.param
+    split = pre_tokenizers.Whitespace()
+    words = sorted(
+        {w for f in sorted(corpus.glob("*.txt")) for w, _ in split.pre_tokenize_str(f.read_text())}
+    )
+    specials = ["[UNK]", *dict.fromkeys([bos, eos])]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(specials + words)}, "[UNK]"))
+    backend.pre_tokenizer = split
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=bos, eos_token=eos, unk_token="[UNK]"
+    )
+    assert [w for w, _ in split.pre_tokenize_str(BOS + EOS)] == ["<|", "bos", "|><|", "eos", "|>"]
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("foreign")
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder, tokenizer
+
+
+def _words(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _nll_of(model_dir, ids: list[int], scored: list[bool]) -> tuple[float, int]:
+    """Summed NLL over the targets ``ids[i]`` with ``scored[i]``, one forward pass."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, :-1]
+    nll = F.cross_entropy(logits, torch.tensor(ids[1:]), reduction="none")
+    keep = torch.tensor(scored[1:])
+    return float(nll[keep].sum()), int(keep.sum())
+
+
+def test_documents_are_the_text_between_the_runs_special_tokens(scorer):
+    """A sample ``<|bos|> A <|eos|> <|bos|> B`` is the documents ``[A, B]``, specials dropped
+    wherever they are (leading, repeated, trailing); a sample of specials only has none."""
+    run, _, _ = scorer
+    tokenizer = load_tokenizer(str(run / "tokenizer.json"))
+    a, b = tokenizer.encode_batch(TEXTS)
+    bos, eos = tokenizer.bos_id, tokenizer.eos_id
+    rows = [
+        [bos, *a, eos, bos, *b],
+        [*a, eos, eos, *b, eos],
+        [bos, eos, bos, eos, bos, eos, bos, eos] + [bos] * (len(a) + len(b) - 1),
+    ]
+    width = max(map(len, rows))
+    rows = [row + [eos] * (width - len(row)) for row in rows]
+    documents = sample_documents(tokenizer, torch.tensor(rows))
+    assert documents == [TEXTS, TEXTS, []]
+
+
+def test_a_foreign_scorer_scores_the_words_framed_by_its_own_tokens(foreign):
+    """Documents ``[A, B]`` are fed as ``BOS A EOS B`` (``EOS BOS`` between them where the two
+    differ); exactly the words of A and B are targets, each given all before it."""
+    folder, tokenizer = foreign
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    a, b = (_words(tokenizer, t) for t in TEXTS)
+    assert len(a) == 7  # the cat sat on a mat .
+    between = [eos] if bos == eos else [eos, bos]
+    ids = [bos, *a, *between, *b]
+    scored = [i not in (bos, eos) for i in ids]
+    total, count = _nll_of(folder, ids, scored)
+    result = generative_perplexity([TEXTS], str(folder), device=CPU)
+    assert result.tokens == count == len(a) + len(b)
+    assert result.nll == pytest.approx(total / count, rel=1e-5)
+    # One document, one text: the same framing as a str.
+    single = generative_perplexity(TEXTS[:1], str(folder), device=CPU)
+    assert single.tokens == len(a)
+    # The old way, the run's special tokens decoded as text: their pieces are scored too.
+    text = f"{BOS}{TEXTS[0]}{EOS}"  # <| bos |> the cat sat on a mat .<| eos |>
+    literal = generative_perplexity([text], str(folder), device=CPU)
+    assert literal.tokens == len(_words(tokenizer, text)) == len(a) + 5
+
+
+def test_gen_ppl_of_run_scores_the_documents_of_the_sampled_tokens(scorer, foreign, monkeypatch):
+    """The sampler's tokens hold the run's specials (planted here, an untrained model rarely
+    draws them): what is scored is the words between them, never ``<|bos|>`` as text."""
+    run_dir, _, _ = scorer
+    folder, tokenizer = foreign
+    run = Run.from_checkpoint(run_dir, device=CPU)
+    a, b = run.tokenizer.encode_batch(TEXTS)
+    bos, eos = run.tokenizer.bos_id, run.tokenizer.eos_id
+    row = [bos, *a, eos, bos, *b, eos]
+    tokens = torch.tensor([row, row[::-1]])
+
+    def sampled(*args, count, **kwargs):
+        assert count == 2
+        texts = [run.tokenizer.decode(r) for r in tokens.tolist()]  # specials kept, as before
+        return texts, SampleResult(tokens, 1, (1,), None)
+
+    monkeypatch.setattr(genppl, "sample_texts", sampled)
+    config = GenPPLConfig(samples=2, batch_size=2)
+    result = gen_ppl_of_run(run, config, str(folder), length=len(row), seed=0)
+    reversed_documents = sample_documents(run.tokenizer, tokens[1:])[0]
+    words = len(_words(tokenizer, TEXTS[0])) + len(_words(tokenizer, TEXTS[1]))
+    words += sum(len(_words(tokenizer, d)) for d in reversed_documents)
+    assert result.tokens == words

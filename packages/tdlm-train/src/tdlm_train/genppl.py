@@ -8,13 +8,21 @@ samples to text, retokenize them with the scoring model's own tokenizer, and rep
 works (a hub name such as ``gpt2-large`` — online only — or a local folder written by
 ``save_pretrained``). ``transformers`` is imported only here, when asked for.
 
-Each text starts with the scorer's BOS token when its tokenizer has one (prefixed unless the
-text already begins with it): MDLM's samples begin with GPT-2's ``<|endoftext|>`` (its BOS),
-which its retokenization keeps, so their first text token is scored given it, as here. Texts
-longer than the scorer's ``context`` are split (:class:`GenPPLConfig`): ``chunks`` (MDLM) cuts
-each into non-overlapping chunks of ``context`` tokens scored on their own, so a chunk's first
-token is context only (the BOS, or for later chunks a text token left unscored); ``sliding``
-(Hugging Face's perplexity guide) scores every token after the BOS once, in windows of
+What is scored is the samples' text, never the run's special tokens (issue 27): each sample is
+cut at the run's special tokens (its BOS and EOS, and any other token its tokenizer marks
+special) into documents (:func:`sample_documents`), each decoded without them, and the scorer
+sees them framed by its *own* special tokens: its BOS, the documents with its EOS between them
+(then its BOS again, where the two differ; GPT-2's ``<|endoftext|>`` is both, so one token), no
+final EOS. That is MDLM's input with another run tokenizer: MDLM's run tokenizer is GPT-2's, so
+its samples decode to ``<|endoftext|>``-framed text that GPT-2 Large's tokenizer reads back as
+its own special token, one sequence per sample, a later document predicted after the earlier
+ones. The framing tokens are context only, never scored: MDLM scores an ``<|endoftext|>``
+target only at a chunk's first one, which in its GPT-2 protocol is the BOS at position 0, so it
+scores none either (and a text that holds a scorer special token as text is treated alike).
+Texts longer than the scorer's ``context`` are split (:class:`GenPPLConfig`): ``chunks`` (MDLM)
+cuts each into non-overlapping chunks of ``context`` tokens scored on their own, so a chunk's
+first token is context only (the BOS, or for later chunks a text token left unscored);
+``sliding`` (Hugging Face's perplexity guide) scores every text token once, in windows of
 ``context`` tokens ``context // 2`` apart, so each token past the first window sees at least
 ``context - context // 2`` tokens before it.
 
@@ -24,7 +32,9 @@ entropy is always reported with it, and sampling is float64 unless asked otherwi
 """
 
 import dataclasses
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +49,7 @@ from .config import refuse
 from .errors import UserError
 from .inference import sample_texts
 from .run import Run
+from .tokenizer import TextTokenizer
 
 __all__ = [
     "GenPPLConfig",
@@ -46,6 +57,7 @@ __all__ = [
     "TextPerplexity",
     "gen_ppl_of_run",
     "generative_perplexity",
+    "sample_documents",
     "sample_entropy",
 ]
 
@@ -145,6 +157,54 @@ def _scorer_context(model, name: str, asked: int) -> int:
     return asked or positions
 
 
+def _run_special_ids(tokenizer: TextTokenizer) -> set[int]:
+    """The run's BOS and EOS, and every token its tokenizer marks special (a Hugging Face
+    tokenizer's PAD, MASK, ...): ids that frame or fill blocks, not text."""
+    added = tokenizer.backend.get_added_tokens_decoder()
+    return {tokenizer.bos_id, tokenizer.eos_id} | {i for i, t in added.items() if t.special}
+
+
+def sample_documents(tokenizer: TextTokenizer, tokens: Int[Tensor, "b l"]) -> list[list[str]]:
+    """Each sample's documents: the text of each maximal run of its non-special tokens, decoded
+    by the run's ``tokenizer``. Decoded with the special tokens, a scorer with another vocabulary
+    would read ``<|bos|>`` as text and score its pieces (issue 27); split at them, a sample's
+    document boundaries survive as the scorer's own EOS (:func:`generative_perplexity`)."""
+    special = _run_special_ids(tokenizer)
+    return [
+        [
+            tokenizer.decode(ids)
+            for is_special, ids in itertools.groupby(row, special.__contains__)
+            if not is_special
+        ]
+        for row in tokens.cpu().tolist()
+    ]
+
+
+def _framing(tokenizer, name: str) -> tuple[int, int]:
+    """The scorer's ``(bos, eos)`` ids; a tokenizer with one of them uses it for both, as
+    GPT-2's ``<|endoftext|>`` is both."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    bos, eos = (eos if bos is None else bos), (bos if eos is None else eos)
+    if bos is None:
+        raise UserError(f"--gen-ppl-model {name}: its tokenizer has no BOS or EOS token")
+    return bos, eos
+
+
+def _scorer_ids(tokenizer, sample: str | Sequence[str], bos: int, eos: int) -> list[int]:
+    """One sample in the scorer's ids: BOS, then its documents (a ``str`` is one) with EOS
+    between them, EOS BOS where the two differ (module doc). A document that already starts
+    with the BOS, as MDLM's decoded samples do, gets no second one."""
+    documents = [sample] if isinstance(sample, str) else sample
+    between = [eos] if bos == eos else [eos, bos]
+    ids = [bos]
+    for document in documents:
+        encoded = tokenizer(document, add_special_tokens=False)["input_ids"]
+        encoded = encoded[1:] if encoded[:1] == [bos] else encoded
+        if encoded:
+            ids += (between if len(ids) > 1 else []) + encoded
+    return ids
+
+
 def _windows(n: int, context: int, split: str) -> list[tuple[int, int, int]]:
     """``(start, first, end)`` per window over ``n`` ids: ``ids[start:end]`` is fed and the ids
     at ``first..end-1`` are scored, each given those before it in the window."""
@@ -162,24 +222,26 @@ def _windows(n: int, context: int, split: str) -> list[tuple[int, int, int]]:
 
 @torch.no_grad()
 def generative_perplexity(
-    texts: list[str],
+    samples: Sequence[str | Sequence[str]],
     model_name: str,
     *,
     device: torch.device,
     config: GenPPLConfig = GenPPLConfig(),
 ) -> TextPerplexity:
-    """Score ``texts`` with the causal LM ``model_name``, split as ``config`` says (module doc)."""
+    """Score ``samples`` with the causal LM ``model_name``, split as ``config`` says: each a text
+    (one document) or a sample's documents (:func:`sample_documents`), framed by the scorer's own
+    special tokens, which are context only (module doc)."""
     tokenizer, model = _load(model_name, device)
     context = _scorer_context(model, model_name, config.context)
-    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    bos, eos = _framing(tokenizer, model_name)
     windows = []  # (ids fed, targets: -100 where only context)
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids = ids if ids[:1] == bos else bos + ids
+    for sample in samples:
+        ids = _scorer_ids(tokenizer, sample, bos, eos)
+        # Framing is never a target, by id as in MDLM, so a special token held as text is too.
+        targets = [-100 if i in (bos, eos) else i for i in ids]
         for start, first, end in _windows(len(ids), context, config.split):
             if first < end:
-                fed = ids[start:end]
-                windows.append((fed, [-100] * (first - start - 1) + ids[first:end]))
+                windows.append((ids[start:end], [-100] * (first - start - 1) + targets[first:end]))
     total, count = 0.0, 0
     for b in range(0, len(windows), config.batch_size):
         batch = windows[b : b + config.batch_size]
@@ -202,14 +264,15 @@ def gen_ppl_of_run(
 ) -> GenPerplexity:
     """The whole protocol for a trained run: ``config.samples`` sequences of ``length`` tokens
     from the run's sampler as ``config`` changes it, ``config.batch_size`` at a time (batch ``i``
-    seeded ``seed + i``), scored by ``model_name``, with their unigram entropy."""
+    seeded ``seed + i``; ``docs/method.md §6``), their documents scored by ``model_name``
+    (:func:`sample_documents`), with their unigram entropy."""
     steps = {"steps": config.steps} if config.steps else {}
     sampler = run.sampler(
         precision=config.precision, temperature=config.temperature, top_p=config.top_p, **steps
     )
-    texts, tokens = [], []
+    documents, tokens = [], []
     for i, start in enumerate(range(0, config.samples, config.batch_size)):
-        decoded, result = sample_texts(
+        _, result = sample_texts(
             run.process,
             run.model,
             run.tokenizer,
@@ -219,9 +282,10 @@ def gen_ppl_of_run(
             device=run.device,
             seed=seed + i,
         )
-        texts += decoded
+        # The tokens, not sample_texts' text: that keeps the run's special tokens (issue 27).
+        documents += sample_documents(run.tokenizer, result.tokens)
         tokens.append(result.tokens)
-    scored = generative_perplexity(texts, model_name, device=run.device, config=config)
+    scored = generative_perplexity(documents, model_name, device=run.device, config=config)
     return GenPerplexity(
         **dataclasses.asdict(scored),
         entropy=sample_entropy(torch.cat(tokens)),
