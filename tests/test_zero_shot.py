@@ -1,5 +1,7 @@
 """The zero-shot suite (issue 13, item 1): detokenisers, each set's local format, wrap and pad
-blocks, and ``apps/eval --suite zero-shot`` on local fixtures that mimic the seven sets."""
+blocks, and ``apps/eval --suite zero-shot`` on local fixtures that mimic the seven sets; and
+(issue 27) each set's source, split and field pinned to MDLM's, PTB's rows stripped as MDLM
+reads them, wrapped blocks grouped per 1,000 rows as MDLM's ``datasets.map`` batches them."""
 
 import json
 import shutil
@@ -15,7 +17,13 @@ from tdlm_train.evaluate import padding_context, validate
 from tdlm_train.packing import PaddedBlocks
 from tdlm_train.run import Run
 from tdlm_train.tokenizer import train_bpe
-from tdlm_train.zero_shot import ZERO_SHOT_SETS, load_rows, pick_sets, set_blocks
+from tdlm_train.zero_shot import (
+    MDLM_GROUP_ROWS,
+    ZERO_SHOT_SETS,
+    load_rows,
+    pick_sets,
+    set_blocks,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "zero_shot"
 SETS = {s.name: s for s in ZERO_SHOT_SETS}
@@ -50,6 +58,71 @@ def test_scientific_papers_are_wikitext_then_lm1b():
     raw = "it has 1 @,@ 000 samples , the model 's loss is low ."
     assert detokenize.scientific_papers(raw) == detokenize.lm1b(detokenize.wikitext(raw))
     assert detokenize.scientific_papers(raw) == "it has 1,000 samples, the model's loss is low."
+
+
+# --- each set as MDLM reads it ------------------------------------------------------------------
+# Written from MDLM's loader (kuleshov-group/mdlm, dataloader.py, get_dataset and
+# get_dataloaders): its dataset name and config, the split get_dataloaders scores ("test" for
+# lm1b and ag_news, "validation" otherwise; LAMBADA is OpenAI's test file), the field
+# preprocess_and_tokenize reads, and the detokeniser it applies. Where datasets >= 4 needs
+# another hub name for the same data, the name we load is beside MDLM's.
+MDLM = {  # name: (MDLM's dataset[:config], our hub source, split, field, detokeniser)
+    "ptb": ("ptb_text_only", "hf:ptb-text-only/ptb_text_only:penn_treebank", "validation",
+            "sentence", "ptb"),
+    "wikitext": ("wikitext:wikitext-103-raw-v1", "hf:Salesforce/wikitext:wikitext-103-raw-v1",
+                 "validation", "text", "wikitext"),
+    "lm1b": ("lm1b", "hf:lm1b", "test", "text", "lm1b"),
+    "lambada": ("lambada_test.jsonl", "hf:EleutherAI/lambada_openai:default", "test", "text",
+                "lambada"),
+    "ag_news": ("ag_news", "hf:fancyzhx/ag_news", "test", "text", None),
+    "pubmed": ("scientific_papers:pubmed", "hf:armanc/scientific_papers:pubmed", "validation",
+               "article", "scientific_papers"),
+    "arxiv": ("scientific_papers:arxiv", "hf:armanc/scientific_papers:arxiv", "validation",
+              "article", "scientific_papers"),
+}  # fmt: skip
+
+
+def test_each_set_is_pinned_to_mdlms_source_split_and_field():
+    assert [s.name for s in ZERO_SHOT_SETS] == list(MDLM)
+    for spec in ZERO_SHOT_SETS:
+        _, hub, split, field, detokenizer = MDLM[spec.name]
+        assert (spec.hub, spec.split, spec.field, spec.detokenizer) == (
+            hub, split, field, detokenizer
+        ), spec.name  # fmt: skip
+        assert spec.strip == (spec.name == "ptb")  # only PTB's hub loader strips its lines
+
+
+def test_each_set_loads_the_pinned_split_and_field_from_the_hub(monkeypatch, tmp_path):
+    """Through ``datasets.load_dataset`` itself: the name, config and split asked for, and the
+    column read, are the pinned ones (a set read from the wrong split or field fails here)."""
+    import datasets
+
+    asked = {}
+
+    def load_dataset(name, config=None, *, split, data_files=None):
+        asked[name, config] = split
+        columns = {"text": ["x"], "sentence": ["x"], "article": ["x"], "abstract": ["y"]}
+        return datasets.Dataset.from_dict(columns)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    for spec in ZERO_SHOT_SETS:
+        asked.clear()
+        _, hub, split, field, _ = MDLM[spec.name]
+        name, _, config = hub.removeprefix("hf:").partition(":")
+        rows, source = load_rows(spec, tmp_path)  # an empty folder: every set from the hub
+        assert asked == {(name, config or None): split}, spec.name
+        assert source == f"{hub} {split}" and len(rows) == 1
+
+
+def test_ptb_rows_are_stripped_then_detokenised_as_mdlm_reads_them(tmp_path):
+    """The upstream file's lines start (and end) with a space; the hub loader MDLM reads strips
+    them, so a row's first word is tokenized without its leading space, and a last ``N`` has no
+    space after it for the detokeniser's `` N `` rule, in MDLM's rows as here."""
+    (tmp_path / "ptb.valid.txt").write_text(
+        " the company 's N shares did n't rise N \n a $ N stake <unk> \n"
+    )
+    rows, _ = load_rows(SETS["ptb"], tmp_path)
+    assert rows == ["the company's 1 shares didn't rise N", "a $1 stake ?"]
 
 
 # --- each set's local format ---------------------------------------------------------------------
@@ -126,6 +199,41 @@ def test_wrap_blocks_join_rows_with_eos_and_drop_the_remainder(bytes_tokenizer):
     assert list(second) == [bos, eos, eos, d, eos]  # "abc" EOS | "" EOS | "d"...
 
 
+def test_wrap_blocks_are_cut_within_each_group_of_rows(bytes_tokenizer):
+    """MDLM's ``_group_texts`` runs per ``datasets.map`` batch: each group's rows joined, cut
+    into ``L - 2`` = 3 tokens, each group's remainder dropped. Two rows at a time: "abcd" E
+    "ef" E keeps "abc", "dEe" and drops "fE"; "g" E "hijkl" E keeps "gEh", "ijk" and drops
+    "lE". The whole split at once (0) keeps "fEg" and "Ehi", "jkl" instead."""
+    rows = ["abcd", "ef", "g", "hijkl"]
+    tokens = dict(
+        zip("abcdefghijkl", bytes_tokenizer.encode_batch(["abcdefghijkl"])[0], strict=True)
+    )
+    bos, eos = bytes_tokenizer.bos_id, bytes_tokenizer.eos_id
+    tokens["E"] = eos
+
+    def chunks(blocks) -> list[list[int]]:
+        batch = blocks.batch(np.arange(len(blocks)))
+        assert (batch[:, 0] == bos).all() and (batch[:, -1] == eos).all()
+        return batch[:, 1:-1].tolist()
+
+    def ids(*pieces: str) -> list[list[int]]:
+        return [[tokens[c] for c in piece] for piece in pieces]
+
+    grouped = set_blocks(rows, bytes_tokenizer, seq_len=5, layout="wrap", group_rows=2)
+    assert chunks(grouped) == ids("abc", "dEe", "gEh", "ijk")
+    whole = set_blocks(rows, bytes_tokenizer, seq_len=5, layout="wrap", group_rows=0)
+    assert chunks(whole) == ids("abc", "dEe", "fEg", "Ehi", "jkl")
+
+
+def test_wrap_groups_1000_rows_by_default_as_mdlm(bytes_tokenizer):
+    """2,500 one-character rows, 2 tokens each with their EOS, 3 per block: MDLM's batches of
+    1,000, 1,000 and 500 rows give 666 + 666 + 333 blocks, the whole split 5,000 // 3 = 1,666."""
+    assert MDLM_GROUP_ROWS == 1000
+    rows = ["a"] * 2500
+    assert len(set_blocks(rows, bytes_tokenizer, seq_len=5, layout="wrap")) == 1665
+    assert len(set_blocks(rows, bytes_tokenizer, seq_len=5, layout="wrap", group_rows=0)) == 1666
+
+
 def test_pad_blocks_frame_each_row_and_mark_only_the_padding(bytes_tokenizer):
     blocks = set_blocks(["ab", "abcdefgh"], bytes_tokenizer, seq_len=6, layout="pad")
     bos, eos = bytes_tokenizer.bos_id, bytes_tokenizer.eos_id
@@ -180,6 +288,7 @@ def test_eval_app_prints_the_suite_table(run_dir, suite_dir, tmp_path, capsys, c
     assert errors == [next(e for e in errors if e.startswith("error: lm1b:"))]
     figures = json.loads(out.read_text())
     assert figures["layout"] == "wrap" and figures["sets"]["lm1b"]["error"]
+    assert figures["group_rows"] == 1000 and "(joined 1,000 rows at a time)" in table
     ptb = figures["sets"]["ptb"]
     assert ptb["blocks"] <= 2 * 4 and ptb["validation"]["tokens"] == ptb["blocks"] * 32
     assert out.with_suffix(".md").read_text().strip() == table.strip()
@@ -197,6 +306,8 @@ def test_suite_pad_layout_and_flag_errors(run_dir, suite_dir, capsys):
         (["--suite", "zero-shot", "--data.source", "x"], "--data.source cannot be used"),
         (["--suite", "few-shot"], "--suite must be zero-shot"),
         (["--blocks", "pad"], "--blocks apply to --suite zero-shot only"),
+        (["--group-rows", "0"], "--group-rows apply to --suite zero-shot only"),
+        (["--suite", "zero-shot", "--group-rows", "-1"], "--group_rows must be >= 0"),
     ):
         assert eval_main(["--checkpoint", str(run_dir), *bad]) == 2
         assert message in capsys.readouterr().err

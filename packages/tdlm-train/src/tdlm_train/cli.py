@@ -144,6 +144,8 @@ EVAL_FLAGS = {
     "upstream file names); sets not in it load from the Hugging Face hub",
     "blocks": "with --suite: wrap (default; rows joined and cut, MDLM's wrap=True) | pad (one "
     "block per row, padding not scored)",
+    "group_rows": "with --suite and wrap blocks: rows joined and cut at a time, each group's "
+    "remainder dropped (default 1000, as MDLM's datasets.map batches; 0: the whole split)",
     "gen_ppl_model": "also measure generative perplexity: sample sequences, score them with "
     "this transformers causal LM (a hub name such as gpt2-large, online only, or a local "
     "folder) and report their unigram entropy with it (docs/evaluation.md)",
@@ -202,7 +204,7 @@ def eval_main(argv: Sequence[str]) -> int:
 
 
 _FIXED = ("model", "tree", "tokenizer")
-_SUITE_ONLY = ("suite_sets", "suite_data", "blocks")
+_SUITE_ONLY = ("suite_sets", "suite_data", "blocks", "group_rows")
 _NOT_WITH_SUITE = ("split", "condition", "context", "gen_ppl_model")
 
 
@@ -230,16 +232,18 @@ def _suite(run, values: dict[str, str], overrides: dict[str, str], numbers: dict
     a set could not be scored, after every other set was."""
     from pathlib import Path
 
-    from .zero_shot import pick_sets, zero_shot_suite
+    from .zero_shot import MDLM_GROUP_ROWS, pick_sets, zero_shot_suite
 
     if out is not None and out.suffix == ".md":
         raise UserError(f"--out {out}: give the JSON file's name; the table goes beside it (.md)")
     config = apply_overrides(run.config, overrides)
+    group_rows = typed_options(values, {"group_rows": (int, 0)})["group_rows"]  # 0 allowed
     result = zero_shot_suite(
         run,
         sets=pick_sets(values.get("suite_sets", "")),
         data_dir=Path(values["suite_data"]) if "suite_data" in values else None,
         layout=values.get("blocks", "wrap"),
+        group_rows=group_rows if "group_rows" in values else MDLM_GROUP_ROWS,
         seq_len=config.seq_len,
         batch_size=config.batch_size,
         batches=numbers["batches"],

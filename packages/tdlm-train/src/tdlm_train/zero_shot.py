@@ -12,10 +12,15 @@ here is comparable with theirs:
 * **detokenisers** (:mod:`.detokenize`): WikiText, PTB, LM1B, LAMBADA and scientific papers
   (WikiText's rules then LM1B's); AG News none;
 * **rows**: every row of the split as it comes, each followed by EOS — empty rows too (WikiText's
-  blank lines become lone EOS tokens in MDLM's stream, so they are here);
+  blank lines become lone EOS tokens in MDLM's stream, so they are here); PTB's rows stripped of
+  the spaces at their ends, as the hub's ``ptb_text_only`` loader that MDLM reads strips each
+  line of the upstream file (a GPT-2 tokenizer reads ``" the"`` and ``"the"`` as different
+  tokens);
 * **blocks**: ``wrap`` (MDLM's ``wrap=True``: rows joined, cut into ``L - 2`` tokens, framed
-  ``[BOS] ... [EOS]``, the remainder dropped — the packing our models train on) or ``pad``
-  (``wrap=False``: one block per row, cut to ``L - 2`` tokens, framed, padding not scored).
+  ``[BOS] ... [EOS]`` — the packing our models train on) or ``pad`` (``wrap=False``: one block
+  per row, cut to ``L - 2`` tokens, framed, padding not scored). MDLM joins and cuts within each
+  ``datasets.map`` batch of 1,000 rows and drops each batch's remainder; ``group_rows`` does the
+  same (1,000 by default; 0 joins the whole split once and drops one remainder).
 
 Each set comes from a local file when one is given (a folder holding ``<set>.jsonl`` with the
 set's field, ``<set>.parquet``, ``<set>.txt`` with one row per line, or the upstream file name
@@ -42,7 +47,14 @@ from .packing import PackedBlocks, PaddedBlocks
 from .run import Run
 from .tokenizer import TextTokenizer
 
-__all__ = ["ZeroShotSet", "ZERO_SHOT_SETS", "SetScore", "ZeroShotResult", "zero_shot_suite"]
+__all__ = [
+    "MDLM_GROUP_ROWS",
+    "ZeroShotSet",
+    "ZERO_SHOT_SETS",
+    "SetScore",
+    "ZeroShotResult",
+    "zero_shot_suite",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +69,7 @@ class ZeroShotSet:
     detokenizer: str | None  # a key of detokenize.DETOKENIZERS
     upstream_file: str = ""  # the file name the set is distributed as, also found locally
     keep_newlines: bool = False  # .txt rows keep their line break (WikiText's rows do)
+    strip: bool = False  # rows lose the spaces at their ends (PTB's, as its hub loader does)
 
     def local_file(self, folder: Path) -> Path | None:
         names = [f"{self.name}.jsonl", f"{self.name}.parquet", f"{self.name}.txt"]
@@ -70,7 +83,7 @@ class ZeroShotSet:
 # validation split, so "WikiText" is the same text either way.
 ZERO_SHOT_SETS: tuple[ZeroShotSet, ...] = (
     ZeroShotSet("ptb", "PTB", "hf:ptb-text-only/ptb_text_only:penn_treebank", "validation",
-                "sentence", "ptb", "ptb.valid.txt"),
+                "sentence", "ptb", "ptb.valid.txt", strip=True),
     ZeroShotSet("wikitext", "WikiText", "hf:Salesforce/wikitext:wikitext-103-raw-v1",
                 "validation", "text", "wikitext", "wiki.valid.raw", keep_newlines=True),
     ZeroShotSet("lm1b", "LM1B", "hf:lm1b", "test", "text", "lm1b"),
@@ -83,6 +96,10 @@ ZERO_SHOT_SETS: tuple[ZeroShotSet, ...] = (
                 "scientific_papers"),
 )  # fmt: skip
 _BY_NAME = {s.name: s for s in ZERO_SHOT_SETS}
+
+MDLM_GROUP_ROWS = 1000
+"""Rows per ``datasets.map`` batch (its default ``batch_size``): MDLM's ``_group_texts`` joins
+and cuts the rows of one batch at a time, dropping each batch's remainder."""
 
 
 def pick_sets(names: str) -> list[ZeroShotSet]:
@@ -141,15 +158,23 @@ def load_rows(spec: ZeroShotSet, folder: Path | None) -> tuple[list[str], str]:
         rows, source = hub_column(spec.hub, spec.split, spec.field), f"{spec.hub} {spec.split}"
     if not rows:
         raise UserError(f"{source} holds no rows")
+    if spec.strip:
+        rows = [row.strip() for row in rows]
     if spec.detokenizer is not None:
         rows = [DETOKENIZERS[spec.detokenizer](row) for row in rows]
     return rows, source
 
 
 def set_blocks(
-    rows: list[str], tokenizer: TextTokenizer, seq_len: int, layout: str
+    rows: list[str],
+    tokenizer: TextTokenizer,
+    seq_len: int,
+    layout: str,
+    group_rows: int = MDLM_GROUP_ROWS,
 ) -> PackedBlocks | PaddedBlocks:
-    """The rows tokenized and laid out as ``wrap`` or ``pad`` blocks (module docstring)."""
+    """The rows tokenized and laid out as ``wrap`` or ``pad`` blocks (module docstring); ``wrap``
+    joins and cuts ``group_rows`` rows at a time (0: all of them), each group's remainder
+    dropped."""
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
     ids = [
         np.asarray(row_ids, dtype=dtype)
@@ -161,8 +186,16 @@ def set_blocks(
         return PaddedBlocks(ids, seq_len, bos, eos)
     if layout != "wrap":
         raise UserError(f"--blocks must be wrap or pad, got {layout!r}")
-    stream = np.concatenate([np.append(row_ids, np.array([eos], dtype=dtype)) for row_ids in ids])
-    return PackedBlocks(stream, seq_len, bos, eos)
+    if group_rows < 0:
+        raise UserError(f"--group-rows must be 0 (the whole split) or more, got {group_rows}")
+    chunk, step = seq_len - 2, group_rows or max(len(ids), 1)
+    groups = [np.zeros(0, dtype=dtype)]
+    for start in range(0, len(ids), step):
+        rows_eos = [np.append(row, eos).astype(dtype) for row in ids[start : start + step]]
+        group = np.concatenate(rows_eos)
+        groups.append(group[: len(group) // chunk * chunk])  # each group's remainder dropped
+    # Each group is whole chunks, so the blocks over the joined groups are the groups' blocks.
+    return PackedBlocks(np.concatenate(groups), seq_len, bos, eos)
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -185,6 +218,7 @@ class ZeroShotResult:
     weights: str
     layout: str
     seq_len: int
+    group_rows: int  # wrap: rows joined and cut at a time (0: the whole split)
     sets: list[SetScore]
 
     @property
@@ -197,7 +231,8 @@ class ZeroShotResult:
         head = ["set", "PPL ≤", "NELBO", "BPB", "tokens", "blocks", *levels, "source"]
         lines = [
             f"Zero-shot perplexity of {self.checkpoint} (step {self.step}, {self.weights}), "
-            f"{self.layout} blocks of {self.seq_len} tokens; NELBO in nats per token.",
+            f"{self.layout} blocks of {self.seq_len} tokens{self._grouping()}; NELBO in nats "
+            "per token.",
             "",
             "| " + " | ".join(head) + " |",
             "|" + "|".join("---" for _ in head) + "|",
@@ -215,6 +250,13 @@ class ZeroShotResult:
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
+    def _grouping(self) -> str:
+        if self.layout != "wrap":
+            return ""
+        if self.group_rows == 0:
+            return " (the whole split joined)"
+        return f" (joined {self.group_rows:,} rows at a time)"
+
     def figures(self) -> dict:
         """JSON-ready: the settings and each set's figures (or its error)."""
         out = {k: v for k, v in dataclasses.asdict(self).items() if k != "sets"}
@@ -223,12 +265,13 @@ class ZeroShotResult:
 
 
 def _score_set(
-    run: Run, spec: ZeroShotSet, folder: Path | None, score: Callable, layout: str, seq_len: int
-) -> SetScore:
+    run: Run, spec: ZeroShotSet, folder: Path | None, score: Callable, layout: str, seq_len: int,
+    group_rows: int,
+) -> SetScore:  # fmt: skip
     result = SetScore(spec.name, spec.title)
     try:
         rows, result.source = load_rows(spec, folder)
-        blocks = set_blocks(rows, run.tokenizer, seq_len, layout)
+        blocks = set_blocks(rows, run.tokenizer, seq_len, layout, group_rows)
         if len(blocks) == 0:
             raise UserError(f"fewer than {seq_len} tokens: no block to score")
     except UserError as error:
@@ -246,6 +289,7 @@ def zero_shot_suite(
     sets: list[ZeroShotSet] | None = None,
     data_dir: Path | None = None,
     layout: str = "wrap",
+    group_rows: int = MDLM_GROUP_ROWS,
     seq_len: int | None = None,
     batch_size: int | None = None,
     batches: int = 0,
@@ -257,12 +301,15 @@ def zero_shot_suite(
     """Score ``run`` on ``sets`` (default all seven): see the module docstring.
 
     ``batches`` caps the scored batches per set (0: every block); ``seq_len`` and ``batch_size``
-    default to the run's. ``context_mode`` is how pad layouts show their padding.
+    default to the run's. ``context_mode`` is how pad layouts show their padding; ``group_rows``
+    how many rows ``wrap`` joins and cuts at a time (0: the whole split).
     """
     seq_len = seq_len or run.config.seq_len
     batch_size = batch_size or run.config.batch_size
     if layout not in ("wrap", "pad"):
         raise UserError(f"--blocks must be wrap or pad, got {layout!r}")
+    if group_rows < 0:
+        raise UserError(f"--group-rows must be 0 (the whole split) or more, got {group_rows}")
     if data_dir is not None and not Path(data_dir).is_dir():
         raise UserError(f"--suite-data {data_dir}: no such folder")
     token_bytes = run.tokenizer.token_bytes()
@@ -283,5 +330,8 @@ def zero_shot_suite(
     scores = []
     for spec in sets or list(ZERO_SHOT_SETS):
         logger.info("zero-shot: %s", spec.title)
-        scores.append(_score_set(run, spec, data_dir and Path(data_dir), score, layout, seq_len))
-    return ZeroShotResult(str(run.checkpoint), run.state.step, weights, layout, seq_len, scores)
+        folder = data_dir and Path(data_dir)
+        scores.append(_score_set(run, spec, folder, score, layout, seq_len, group_rows))
+    return ZeroShotResult(
+        str(run.checkpoint), run.state.step, weights, layout, seq_len, group_rows, scores
+    )
