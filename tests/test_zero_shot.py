@@ -1,7 +1,8 @@
-"""The zero-shot suite (issue 13, item 1): detokenisers, each set's local format, wrap and pad
-blocks, and ``apps/eval --suite zero-shot`` on local fixtures that mimic the seven sets; and
-(issue 27) each set's source, split and field pinned to MDLM's, PTB's rows stripped as MDLM
-reads them, wrapped blocks grouped per 1,000 rows as MDLM's ``datasets.map`` batches them."""
+"""The zero-shot suite (issue 13, item 1; its detokenisers: tests/test_detokenize.py): each
+set's local format, wrap and pad blocks, and ``apps/eval --suite zero-shot`` on local fixtures
+that mimic the seven sets; and (issue 27) each set's source, split and field pinned to MDLM's,
+PTB's rows stripped as MDLM reads them, wrapped blocks grouped per 1,000 rows as MDLM's
+``datasets.map`` batches them."""
 
 import json
 import shutil
@@ -11,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from tdlm_train import detokenize
 from tdlm_train.cli import eval_main, train_main
 from tdlm_train.evaluate import padding_context, validate
 from tdlm_train.packing import PaddedBlocks
@@ -27,37 +27,6 @@ from tdlm_train.zero_shot import (
 
 FIXTURES = Path(__file__).parent / "fixtures" / "zero_shot"
 SETS = {s.name: s for s in ZERO_SHOT_SETS}
-
-
-# --- detokenisers: MDLM's rules, checked on the artefacts each corpus has -------------------------
-@pytest.mark.parametrize(
-    ("name", "raw", "clean"),
-    [
-        ("wikitext", " = = History = = \n", " == History ==\n"),
-        ("wikitext", "in 1 @,@ 000 years , a well @-@ known 3 @.@ 5 m wall", "in 1,000 years, a "
-         "well-known 3.5 m wall"),
-        ("wikitext", 'the ( big ) dog said " yes " ; ok', 'the (big) dog said "yes"; ok'),
-        # MDLM's quote-pairing rule pairs apostrophes too; reproduced as is, quirk included.
-        ("wikitext", "the players ' union 's rules", "the players'union's rules"),
-        ("ptb", " the company 's shares did n't rise N N <unk>",
-         " the company's shares didn't rise 1 1 ?"),
-        ("ptb", "a $ N million 1\\/2 stake", "a $1 million 1/2 stake"),
-        ("lm1b", "see http : / / x.org , he said .", "see http://x.org, he said."),
-        ("lm1b", 'It was " fine " ( mostly ) ?', 'It was "fine" (mostly)?'),
-        ("lm1b", "it costs $ 5 or \N{POUND SIGN} 4 and isn 't", "it costs $5 or \N{POUND SIGN}4 "
-         "and isn't"),
-        ("lambada", "\N{LEFT DOUBLE QUOTATION MARK}Hi\N{RIGHT DOUBLE QUOTATION MARK} she said. ",
-         '\n"Hi" she said.'),
-    ],
-)  # fmt: skip
-def test_detokenizers_undo_each_corpus_artefacts(name, raw, clean):
-    assert detokenize.DETOKENIZERS[name](raw) == clean
-
-
-def test_scientific_papers_are_wikitext_then_lm1b():
-    raw = "it has 1 @,@ 000 samples , the model 's loss is low ."
-    assert detokenize.scientific_papers(raw) == detokenize.lm1b(detokenize.wikitext(raw))
-    assert detokenize.scientific_papers(raw) == "it has 1,000 samples, the model's loss is low."
 
 
 # --- each set as MDLM reads it ------------------------------------------------------------------
