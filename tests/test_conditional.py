@@ -115,3 +115,29 @@ def test_conditional_eval_scores_the_rest_given_the_prefix(clean_run, capsys, tm
 def test_unconditional_runs_draw_nothing_and_record_the_option(clean_run):
     saved = json.loads((clean_run / "config.json").read_text())
     assert saved["condition"]["probability"] == 0.5
+
+
+@pytest.mark.parametrize("hide_known", [False, True])
+def test_conditional_bits_per_byte_count_the_unknown_tokens_bytes_only(clean_run, hide_known):
+    """A quarter of each block known: the bytes are exactly the unknown tokens' (issue 27: a
+    figure over every token's bytes would look ~4/3 better), and bits per byte are the NELBO's
+    nats over them."""
+    import math
+
+    from tdlm_train.context import prefix_context
+    from tdlm_train.evaluate import _split_blocks, validate
+
+    run = Run.from_checkpoint(clean_run, device=torch.device("cpu"))
+    blocks, token_bytes = _split_blocks(run, run.config, "val")  # as apps/eval reads them
+    result = validate(
+        run.process, run.model, blocks, batches=2, batch_size=4, samples_per_level=2,
+        token_bytes=token_bytes, device=run.device, seed=0,
+        context=lambda x, _: prefix_context(x, 0.25, "clean"), hide_known=hide_known,
+    )  # fmt: skip
+    tokens = blocks.batch(np.arange(8))  # the 8 blocks scored, 32 tokens each
+    unknown = tokens[:, 8:]
+    assert result.tokens == unknown.size
+    assert result.text_bytes == int(token_bytes[unknown].sum())
+    assert result.text_bytes < int(token_bytes[tokens].sum())  # the known quarter has bytes
+    nats = result.nelbo * result.tokens
+    assert result.bits_per_byte == pytest.approx(nats / (math.log(2) * result.text_bytes))
