@@ -93,12 +93,7 @@ def test_the_time_form_is_exact_for_a_joint_at_length_above_one(length):
     process, joint, xs = _setup(length, seed=length)
     truth = -np.log(joint.reshape(-1))
     nelbo = expected_nelbo(process, joint_denoiser(process, joint), xs)
-    # At L = 4 the time form lands 9.5e-9 (relative) from -log p(x), the same with 24 or 48
-    # quadrature nodes per level, while the count forms below are exact to 1e-10 at L = 4: a
-    # rounding floor of the time form's float64 path at this length, not yet traced (issue 27's
-    # note). 1e-7 still fails any wrong weight or law, which are off by > 1e-3.
-    tolerance = 1e-10 if length < 4 else 1e-7
-    np.testing.assert_allclose(nelbo.numpy(), truth, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(nelbo.numpy(), truth, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("estimator", ["count", "harmonic"])

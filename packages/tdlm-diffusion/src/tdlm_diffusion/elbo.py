@@ -245,7 +245,7 @@ def _count_nelbo(
     length: int | Tensor,
 ) -> Tensor:
     total = _masked_nll_sum(process, logits, x, z, level)
-    # L / k as torch evaluates an int over a tensor (1/k, then times L), for a per-sequence L_u
-    # too: a context with nothing known gives the unconditional bits. count = 0 only where
-    # L_u = 0: nothing is masked, the level contributes 0.
-    return (count.clamp(min=1).reciprocal() * length).to(total.dtype) * total
+    # L / k in float64, for a per-sequence L_u too (a long's reciprocal would be float32, its
+    # 1/3 off by 6e-8; issue 27's L = 4 test caught it). count = 0 only where L_u = 0: nothing
+    # is masked, the level contributes 0.
+    return (length / count.clamp(min=1).double()).to(total.dtype) * total

@@ -147,9 +147,9 @@ def noised_batch(
         if estimator == "count":
             count = masked_count(s, positions)
             z = process.mask_count(x, level, count, generator, known=known)
-            # As in count_nelbo: 1/k times L (the bits of L / k for an int L) and k = 0 only
-            # where L_u = 0, where nothing is masked.
-            weight = (count.clamp(min=1).reciprocal() * positions).to(t.dtype) / delta
+            # As in count_nelbo: L / k in float64 (a long's reciprocal is float32: 4 * (1/3)
+            # would be 6e-8 off), k = 0 only where L_u = 0, where nothing is masked.
+            weight = (positions / count.clamp(min=1).double()).to(t.dtype) / delta
         elif estimator == "harmonic":
             count = harmonic_count(s, positions)
             z = process.mask_count(x, level, count, generator, known=known)
