@@ -19,7 +19,7 @@ import torch
 from diffusion_helpers import expected_nelbo, joint_denoiser
 
 from tdlm_diffusion import ScheduleConfig, TreeProcess, child_nll, estimators
-from tdlm_diffusion.elbo import harmonic_count, masked_count
+from tdlm_diffusion.elbo import harmonic_count, harmonic_number, masked_count
 from tdlm_tree import random_tree
 
 LAWS = {"count": masked_count, "harmonic": harmonic_count}
@@ -120,3 +120,20 @@ def test_a_wrong_weight_is_not_exact_at_length_three(monkeypatch):
     estimate = expected_estimate(process, joint_denoiser(process, joint), xs, probs, wrong)
     assert not np.allclose(estimate.numpy(), -np.log(joint.reshape(-1)), rtol=1e-3)
     assert math.isfinite(float(estimate.sum()))
+
+
+def test_per_sequence_lengths_follow_the_same_law():
+    """A context's ``L_u`` per sequence (a tensor of lengths, 0 where nothing is unknown) gives
+    each row what its own int length gives, and the row's law: ``H_0 = 0`` and ``k = 0`` there,
+    and the law's probabilities by bisection on each row's length alike."""
+    lengths = torch.tensor([0, 1, 2, 3, 4, 7])
+    numbers = harmonic_number(lengths)
+    expected = [0.0] + [harmonic_number(int(n)) for n in lengths[1:]]
+    np.testing.assert_allclose(numbers.numpy(), expected, rtol=1e-15, atol=0)
+    s = (torch.arange(512, dtype=torch.float64) + 0.5) / 512
+    for law in (masked_count, harmonic_count):
+        per_row = law(s[:, None].expand(512, len(lengths)).reshape(-1), lengths.repeat(512))
+        per_row = per_row.view(512, len(lengths))
+        assert (per_row[:, 0] == 0).all()
+        for j, n in enumerate(lengths.tolist()[1:], start=1):
+            assert torch.equal(per_row[:, j], law(s, n)), (law.__name__, n)
