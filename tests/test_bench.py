@@ -153,7 +153,10 @@ def test_memory_bench(tmp_path, monkeypatch):
     for mode in ("off", "all"):
         for lean in ("mdlm-chunked", "mdlm-torch", "tdlm"):
             assert peaks[(lean, mode)] < peaks[("mdlm", mode)], (lean, mode, peaks)
-        assert peaks[("mdlm-torch", mode)] < peaks[("mdlm-chunked", mode)], (mode, peaks)
+    # Only with activations saved do the two lean losses differ: recomputing every block, both
+    # peak at the optimizer step (20 bytes per parameter, the same model), equal to within the
+    # allocator's noise (0.5% in one CI run, either way), so they are not ranked there.
+    assert peaks[("mdlm-torch", "off")] < peaks[("mdlm-chunked", "off")], peaks
     # Recomputing blocks holds less than saving their activations (the lean MDLMs' steps peak
     # at the optimizer step here, 20 bytes per parameter, whatever the activations).
     for model in ("mdlm", "tdlm"):
