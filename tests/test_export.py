@@ -2,6 +2,7 @@
 Python, the apps and a (mocked, offline) hub id, to the same logits and the same seeded samples;
 damaged folders and foreign output folders are refused in one line."""
 
+import hashlib
 import json
 import shutil
 
@@ -183,7 +184,8 @@ def _set_config(folder, **changes):
         (lambda f: (f / "tree.npz").unlink(), "missing tree.npz"),
         (lambda f: (f / "model.safetensors").write_bytes(b"\x10\x00\x00"), "corrupt or truncated"),
         (lambda f: _set_config(f, model_type="gpt2"), "not a TDLM export"),
-        (lambda f: _set_config(f, tokenizer_fingerprint="0" * 16), "not the tokenizer"),
+        (lambda f: _set_config(f, tokenizer_fingerprint="0" * 16), "another tokenizer.json"),
+        (lambda f: _set_config(f, tree_fingerprint="0" * 16), "another tree.npz"),
         (lambda f: _set_config(f, format_version=2), "format_version 2"),
         (lambda f: _set_config(f, weights="raw"), "holds the raw weights"),
         (lambda f: (f / "counts.npy").write_bytes(b"junk"), "counts.npy"),
@@ -214,9 +216,17 @@ def test_exports_replace_only_earlier_exports(trained, tmp_path, capsys):
 
     again = tmp_path / "again"
     shutil.copytree(out, again)
-    (again / "README.md").write_text("stale card")
-    export_run(run, again)  # an earlier export is replaced whole
-    assert "stale card" not in (again / "README.md").read_text()
+    (again / "model.safetensors").write_bytes(b"stale")  # so the replacement is seen
+    meta = json.loads((again / "config.json").read_text())
+    meta["files"]["model.safetensors"] = hashlib.sha256(b"stale").hexdigest()
+    (again / "config.json").write_text(json.dumps(meta))
+    export_run(run, again)  # an earlier export, as it was written, is replaced whole
+    assert (again / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+
+    (again / "README.md").write_text("my edited card")  # edited since: the user's now
+    with pytest.raises(UserError, match="README.md changed since that export was written"):
+        export_run(run, again)
+    assert (again / "README.md").read_text() == "my edited card"
 
 
 def test_raw_weights_scored_at_export(trained, tmp_path, capsys):

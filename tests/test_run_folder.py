@@ -7,6 +7,7 @@ weights."""
 import os
 import re
 import shutil
+import subprocess
 
 import pytest
 
@@ -103,20 +104,38 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous(
     assert [step for step, _ in list_checkpoints(run)] == [3]
 
 
+def _dead_pid() -> int:
+    """The pid of a process that has ended (so no TDLM writer owns its marked names)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
 def test_killed_runs_leftovers_are_cleaned_and_a_lone_old_copy_restored(
     tmp_path, finished, small_args
 ):
     run = tmp_path / "run"
     shutil.copytree(finished, run)
     checkpoints = run / "checkpoints"
-    (checkpoints / ".step_00000006.abc.tmp").mkdir()
-    (run / ".metrics.jsonl.xyz.tmp").write_text("partial")
-    # Killed between replace_dir's two renames: the only complete copy is the ".old" one.
-    os.replace(checkpoints / "step_00000003", checkpoints / "step_00000003.old")
+    pid = _dead_pid()
+    (checkpoints / f".tdlm-tmp-{pid}-step_00000006-abc12345").mkdir()
+    (run / f".tdlm-tmp-{pid}-metrics.jsonl-xyz12345").write_text("partial")
+    # Killed between replace_dir's two renames: the only complete copy is the aside one.
+    os.replace(checkpoints / "step_00000003", checkpoints / f".tdlm-old-{pid}-step_00000003")
+    # The user's files that look like leftovers, and a live process's temporary: kept.
+    mine = {
+        run / "thesis.old": b"chapter 1",
+        run / ".notes.abc.tmp": b"draft",
+        checkpoints / "step_00000003.old": b"a copy I made",
+        run / f".tdlm-tmp-{os.getppid()}-config.json-live1234": b"being written",
+    }
+    for path, data in mine.items():
+        path.write_bytes(data)
     assert train_main([*small_args(run, max_steps=4), "--resume"]) == 0
     names = sorted(p.name for p in checkpoints.iterdir())
-    assert names == ["step_00000003", "step_00000004"]
-    assert not list(run.glob(".*.tmp"))
+    assert names == ["step_00000003", "step_00000003.old", "step_00000004"]
+    assert not list(run.glob(f".tdlm-tmp-{pid}-*"))
+    assert {path: path.read_bytes() for path in mine} == mine
 
 
 def test_a_changed_config_is_named_field_by_field_before_any_data_work(

@@ -238,7 +238,7 @@ def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, small
     process.wait()
     assert [s for s, _ in list_checkpoints(run)] == [3]
     assert load_checkpoint(latest_checkpoint(run)).state["step"] == 3
-    assert list((run / "checkpoints").glob(".step_00000006*"))  # the half-written one, aside
+    assert list((run / "checkpoints").glob(".tdlm-tmp-*-step_00000006-*"))  # half-written, marked
     # ... and the run resumes from step 3 to the end.
     assert train_main([*small_args(run, max_steps=9), "--resume"]) == 0
     assert load_checkpoint(latest_checkpoint(run)).state["step"] == 9

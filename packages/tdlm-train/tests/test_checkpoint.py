@@ -94,6 +94,7 @@ def test_optimizer_file_is_never_unpickled(tmp_path):
             return (print, ("unpickled!",))
 
     torch.save({"state": Evil()}, path / "optimizer.pt")
-    with pytest.raises(UserError, match="corrupt"):
+    with pytest.raises(UserError, match="optimizer.pt holds objects other than tensors") as error:
         load_checkpoint(path)
+    assert "weights_only" not in str(error.value)  # torch's advice: run the file's code
     assert json.loads((path / "state.json").read_text())["step"] == 1

@@ -187,15 +187,16 @@ def load_checkpoint(path: Path) -> Checkpoint:
             name: load_file(path / f"{name}.safetensors") for name in ("model", "ema", "rng")
         }
         optimizer = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
-    except (
-        OSError,
-        ValueError,
-        SafetensorError,
-        RuntimeError,
-        EOFError,
-        pickle.UnpicklingError,
-    ) as error:
-        raise UserError(f"checkpoint {path} is corrupt or truncated ({error})") from None
+    except pickle.UnpicklingError:
+        # torch's message advises retrying with weights_only=False: running the file's code.
+        raise UserError(
+            f"checkpoint {path}: optimizer.pt holds objects other than tensors and numbers, so it "
+            "was not loaded (TDLM writes only those, and never runs code from a file); use a "
+            "checkpoint a TDLM run wrote"
+        ) from None
+    except (OSError, ValueError, SafetensorError, RuntimeError, EOFError) as error:
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error)
+        raise UserError(f"checkpoint {path} is corrupt or truncated ({first})") from None
     if not isinstance(state, dict) or "step" not in state or "config" not in state:
         raise UserError(f"checkpoint {path}: state.json lacks its step or config")
     return Checkpoint(path, tensors["model"], tensors["ema"], optimizer, tensors["rng"], state)

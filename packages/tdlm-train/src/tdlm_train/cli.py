@@ -3,17 +3,31 @@
 Options are the run config's fields as ``--section.key value`` (``--help`` lists them all with
 their defaults and meanings), plus a few app flags. Any :class:`UserError` — bad flags, missing
 or corrupt files, incompatible checkpoints, a diverged loss — prints one ``error:`` line and
-exits with status 2; nothing already written is overwritten.
+exits with status 2; nothing already written is overwritten. Ctrl-C stops any app within about
+a second (:func:`prompt_stop`), status 130.
 """
 
+import contextlib
 import logging
+import os
+import signal
+import socket
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
 from .errors import UserError
 from .overrides import apply_overrides, field_help
 
-__all__ = ["train_main", "eval_main", "sample_main", "export_main", "parse_options", "run_app"]
+__all__ = [
+    "train_main",
+    "eval_main",
+    "sample_main",
+    "export_main",
+    "parse_options",
+    "run_app",
+    "prompt_stop",
+]
 
 
 def parse_options(argv: Sequence[str], flags: set[str], switches: set[str]):
@@ -51,8 +65,64 @@ def help_text(usage: str, flags: dict[str, str], switches: dict[str, str], confi
     return "\n".join(lines)
 
 
+# How long the app may take to unwind after Ctrl-C (its own message, closing files) before the
+# watchdog ends the process.
+STOP_GRACE_SECONDS = 1.0
+INTERRUPTED = "interrupted; the last checkpoint written is intact"
+
+
+@contextlib.contextmanager
+def prompt_stop(
+    message: str = INTERRUPTED, grace: float = STOP_GRACE_SECONDS
+) -> Iterator[None]:
+    """Within this block Ctrl-C ends the process within ``grace`` seconds, however long the
+    native call the main thread is in (an attention over 10^5 positions, a tokenizer run).
+
+    Python runs its SIGINT handler (which raises KeyboardInterrupt) only between bytecodes, so
+    a long C call delays it indefinitely. The C-level handler does write the signal number to
+    the wakeup fd at once: a watchdog thread reading it gives the main thread ``grace``
+    seconds to unwind, then exits with status 130. Whatever was being written then is a marked
+    temporary (:mod:`.atomic`) that the next run removes. Outside the main thread (tests
+    calling the apps from threads), nothing is installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    done = threading.Event()
+
+    def watch() -> None:
+        while True:
+            try:
+                data = reader.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            if signal.SIGINT in data and not done.wait(grace):
+                print(message, file=sys.stderr, flush=True)
+                os._exit(130)
+
+    previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    watcher = threading.Thread(target=watch, name="tdlm-prompt-stop", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        signal.set_wakeup_fd(previous)
+        writer.close()
+        reader.close()
+
+
 def run_app(body: Callable[[], int]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    with prompt_stop():
+        return _run(body)
+
+
+def _run(body: Callable[[], int]) -> int:
     try:
         return body()
     except UserError as error:
@@ -60,7 +130,7 @@ def run_app(body: Callable[[], int]) -> int:
             print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; the last checkpoint written is intact", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
 
 
@@ -93,7 +163,13 @@ TRAIN_FLAGS = {
     "preset": "run preset: tiny (CPU, standard-library corpus) | owt-small (GPU, OpenWebText)",
     "model": "tdlm (default), mdlm or ar (autoregressive): shorthand for --kind",
 }
-TRAIN_SWITCHES = {"resume": "continue the run in --run_dir from its latest checkpoint"}
+TRAIN_SWITCHES = {
+    "resume": "continue the run in --run_dir from its latest checkpoint",
+    "adopt_run_dir": "train in a non-empty --run_dir TDLM did not make, beside its files (none "
+    "may bear a name a run writes; docs/architecture.md)",
+    "allow_changed_data": "with --resume: continue on a corpus that changed since the "
+    "checkpoint, tokenized with the run's own tokenizer and tree",
+}
 
 
 def train_main(argv: Sequence[str]) -> int:
@@ -114,7 +190,14 @@ def train_main(argv: Sequence[str]) -> int:
         config = apply_overrides(preset(values.get("preset", "tiny")), overrides)
         from .train import train
 
-        result = train(config, resume="resume" in on)
+        if "allow_changed_data" in on and "resume" not in on:
+            raise UserError("--allow_changed_data applies to --resume only")
+        result = train(
+            config,
+            resume="resume" in on,
+            adopt="adopt_run_dir" in on,
+            allow_changed_data="allow_changed_data" in on,
+        )
         if result.summary:
             print("\n" + result.summary)
             if result.samples:
@@ -190,6 +273,7 @@ def eval_main(argv: Sequence[str]) -> int:
         out = _output_file(values.get("out"))
         _check_suite_flags(values, overrides)
         run = _trained_run(values, overrides.pop("device", "auto"), raw="raw_weights" in on)
+        _warn_if_longer(run, apply_overrides(run.config, overrides).seq_len)
         if "suite" in values:
             return _suite(run, values, overrides, numbers, out, raw="raw_weights" in on)
         evaluation = _evaluate(run, overrides, values, numbers, raw="raw_weights" in on)
@@ -201,6 +285,16 @@ def eval_main(argv: Sequence[str]) -> int:
         return 0
 
     return run_app(body)
+
+
+def _warn_if_longer(run, seq_len: int) -> None:
+    if seq_len > run.config.seq_len:
+        logging.getLogger(__name__).warning(
+            "warning: --seq_len %d is longer than the %d tokens the model was trained on: the "
+            "figures measure length extrapolation",
+            seq_len,
+            run.config.seq_len,
+        )
 
 
 _FIXED = ("model", "tree", "tokenizer")
@@ -264,16 +358,25 @@ def _suite(run, values: dict[str, str], overrides: dict[str, str], numbers: dict
 
 
 def _output_file(name: str | None):
-    """``--out``'s path, its folder made before any scoring (not after it)."""
+    """``--out``'s path, checked before any scoring (not after it, when the figures would be
+    lost): not a folder, its folder made and writable (a marked probe file)."""
     if name is None:
         return None
+    import tempfile
     from pathlib import Path
 
+    from tdlm_tree.io import temp_prefix
+
+    out = Path(name)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give the name of a file to write")
     try:
-        Path(name).parent.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.resolve().parent, prefix=temp_prefix(out.name)):
+            pass
     except OSError as error:
-        raise UserError(f"--out {name}: {error.strerror}") from None
-    return Path(name)
+        raise UserError(f"--out {out}: cannot write there ({error.strerror})") from None
+    return out
 
 
 def _trained_run(values: dict[str, str], device_name: str, *, raw: bool = False):
@@ -390,8 +493,19 @@ def sample_main(argv: Sequence[str]) -> int:
             print(f"--steps {n['steps']}: raised to {sampler.steps}, one step per tree level")
         from .inference import sample_report
 
-        length = n["length"] or run.config.seq_len
+        trained = run.config.seq_len
+        length = n["length"] or trained
+        if length > trained:
+            raise UserError(
+                f"--length {length}: the model was trained on {trained}-token sequences; give at "
+                f"most {trained} (longer ones are untrained positions, and cost length^2)"
+            )
         layout, mode = _layout(run, values, length)
+        if layout is not None and len(layout.tokens) > trained:
+            raise UserError(
+                f"--infill spells out {len(layout.tokens)} tokens; the model was trained on "
+                f"{trained}-token sequences"
+            )
         print(
             sample_report(
                 run, count=n["count"], length=length, sampler=sampler, seed=n["seed"],

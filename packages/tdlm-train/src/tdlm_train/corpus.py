@@ -15,6 +15,12 @@ A corpus is a list of documents ``(doc_id, text)`` from one of three sources:
 The split is by document and depends only on each document's id: a keyed hash puts a fixed
 fraction in validation, so adding documents never moves existing ones between splits. A corpus
 of a single document (one big text file) is split inside it: its tail is validation.
+
+Text is normalised as it is read, and each change is reported once per kind: a leading
+byte-order mark is dropped, CRLF line ends become LF, and NUL characters are removed (a file of
+nothing else is then empty, and skipped). A document of any size is processed in pieces of at
+most :data:`PIECE_CHARS` characters (:func:`text_pieces`), cut before whitespace, so reading,
+BPE training and tokenization need bounded memory beyond the text itself.
 """
 
 import bz2
@@ -22,11 +28,14 @@ import glob
 import gzip
 import hashlib
 import json
+import logging
 import lzma
 import os
 import sysconfig
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
 
@@ -36,10 +45,21 @@ __all__ = [
     "load_documents",
     "split_documents",
     "corpus_fingerprint",
+    "corpus_pins",
+    "pin_changes",
     "hub_column",
+    "text_pieces",
+    "PIECE_CHARS",
 ]
 
+logger = logging.getLogger(__name__)
 Document = tuple[str, str]
+# The longest piece of one document handed to the tokenizer at once (characters). A byte-level
+# BPE's pre-tokenizer starts a word at every whitespace run that follows a non-space, so cuts
+# there leave its tokens unchanged; 256 Ki characters bound its working memory to tens of MiB.
+PIECE_CHARS = 2**18
+# Pins name changed source files up to this many sources (beyond it, only the fingerprint).
+_MAX_PINNED_SOURCES = 20_000
 _EXCLUDED_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__"}
 
 
@@ -111,11 +131,9 @@ def _record_suffix(path: Path) -> str:
 
 def _read_text(path: Path) -> str:
     """The file's UTF-8 text, decompressed first when it ends in ``.gz``, ``.bz2`` or ``.xz``."""
-    opener = _OPENERS.get(path.suffix.lower())
-    try:
-        if opener is None:
-            return path.read_text(encoding="utf-8")
-        with opener(path, "rt", encoding="utf-8") as f:
+    opener = _OPENERS.get(path.suffix.lower(), open)
+    try:  # newline="": line ends as they are, so that CRLF is converted and reported once
+        with opener(path, "rt", encoding="utf-8", newline="") as f:
             return f.read()
     except (OSError, EOFError, UnicodeDecodeError, ValueError) as error:
         raise UserError(f"data.source: cannot read {path} as UTF-8 text ({error})") from None
@@ -195,10 +213,60 @@ def load_documents(config: CorpusConfig) -> list[Document]:
         docs = _hub_documents(config)
     else:
         docs = _local_documents(config.source, config.text_field)
+    docs = _normalised(docs)
     if not docs:
         raise UserError(f"data.source {config.source!r} holds no non-empty documents")
     docs.sort(key=lambda doc: doc[0])
     return docs[: config.max_documents] if config.max_documents else docs
+
+
+# What is replaced in every document (the text, by what), named as reported once per kind.
+_REPLACED = {"CRLF line ends": ("\r\n", "\n", "converted to LF"),
+             "NUL characters": ("\0", "", "removed")}  # fmt: skip
+
+
+def _normalised(docs: list[Document]) -> list[Document]:
+    """``docs`` without a leading BOM, CRLF line ends and NULs (each kind reported once, with
+    a few of the documents named); documents left empty are dropped."""
+    found: dict[str, list[str]] = {}
+    kept = []
+    for doc_id, text in docs:
+        if text.startswith("\ufeff"):
+            text = text[1:]
+            found.setdefault("a byte-order mark: dropped", []).append(doc_id)
+        for what, (needle, replacement, done) in _REPLACED.items():
+            if needle in text:
+                text = text.replace(needle, replacement)
+                found.setdefault(f"{what}: {done}", []).append(doc_id)
+        if text.strip():
+            kept.append((doc_id, text))
+    for what, ids in found.items():
+        examples = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+        logger.warning("warning: %d document(s) held %s (%s)", len(ids), what, examples)
+    return kept
+
+
+def text_pieces(text: str, size: int | None = None) -> Iterator[str]:
+    """``text`` in consecutive pieces of at most ``size`` characters, joined back exactly.
+
+    Each cut falls before a run of spaces or line breaks that follows a non-space character
+    (the last one in the piece's second half), where a byte-level BPE's pre-tokenizer starts a
+    new word anyway: tokenizing the pieces gives the same tokens as the whole. Where the half
+    holds no such place (a huge run without whitespace) the cut falls at ``size``. ``size``
+    defaults to :data:`PIECE_CHARS`.
+    """
+    size = size or PIECE_CHARS
+    start, end = 0, len(text)
+    while end - start > size:
+        low, cut = start + size // 2, start + size
+        at = max(text.rfind(" ", low, cut), text.rfind("\n", low, cut))
+        while at > low and text[at - 1].isspace():  # to the start of the whitespace run
+            at -= 1
+        if at > low:
+            cut = at
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
 
 
 def _unit_hash(doc_id: str) -> float:
@@ -247,11 +315,54 @@ def _split_inside(doc: Document, val_fraction: float) -> tuple[list[Document], l
     return [(f"{doc_id}#train", text[:cut])], [(f"{doc_id}#val", text[cut:])]
 
 
+def _text_digest(text: str) -> bytes:
+    """``sha256(text.encode())``, computed piece by piece (no copy of a huge text)."""
+    h = hashlib.sha256()
+    for piece in text_pieces(text):
+        h.update(piece.encode())
+    return h.digest()
+
+
 def corpus_fingerprint(docs: list[Document]) -> str:
     """A hash of every document's id and text: the cache key's view of the corpus."""
     h = hashlib.sha256()
     for doc_id, text in docs:
         h.update(doc_id.encode())
         h.update(b"\0")
-        h.update(hashlib.sha256(text.encode()).digest())
+        h.update(_text_digest(text))
     return h.hexdigest()[:16]
+
+
+def _source_of(doc_id: str) -> str:
+    """The file (or dataset split) a document came from: ``a.jsonl`` for ``a.jsonl:7``."""
+    if doc_id.startswith("hf:"):
+        return doc_id.rsplit("/", 1)[0]
+    head, colon, index = doc_id.rpartition(":")
+    return head if colon and index.isdigit() else doc_id
+
+
+def corpus_pins(docs: list[Document]) -> dict:
+    """What a checkpoint records of the corpus it was trained on: the fingerprint, the number
+    of documents and a hash per source file (dataset split), so a resume can name what
+    changed."""
+    sources: dict[str, Any] = {}  # source -> its sha256 object
+    for doc_id, text in docs:
+        h = sources.setdefault(_source_of(doc_id), hashlib.sha256())
+        h.update(doc_id.encode() + b"\0" + _text_digest(text))
+    pins = {"fingerprint": corpus_fingerprint(docs), "documents": len(docs)}
+    if len(sources) <= _MAX_PINNED_SOURCES:
+        pins["sources"] = {name: h.hexdigest()[:16] for name, h in sorted(sources.items())}
+    return pins
+
+
+def pin_changes(then: dict, now: dict) -> list[str]:
+    """How corpus ``now`` differs from pinned ``then``, in words (empty: the same corpus)."""
+    if then.get("fingerprint") == now.get("fingerprint"):
+        return []
+    old, new = then.get("sources"), now.get("sources")
+    if old is None or new is None:
+        return [f"{then.get('documents')} documents then, {now.get('documents')} now"]
+    changes = [f"edited {n}" for n in sorted(old) if n in new and old[n] != new[n]]
+    changes += [f"removed {n}" for n in sorted(set(old) - set(new))]
+    changes += [f"added {n}" for n in sorted(set(new) - set(old))]
+    return changes or ["its documents were reordered or renamed"]

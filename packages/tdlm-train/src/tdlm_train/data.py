@@ -9,13 +9,22 @@ complete and reused on the next run, or absent and rebuilt.
   joined, each followed by EOS; ``uint16`` or ``uint32``), memory-mapped when used; the manifest
   also records the validation split's UTF-8 byte count for bits per byte;
 * ``trees/<key>.npz`` — the vocabulary tree built from the training tokens (tdlm-tree format).
+
+A cache write that fails (a full disk, no permission) is one line naming the entry and the room
+left, and leaves nothing behind; marked temporaries of a killed writer are removed on the next
+run (:func:`.atomic.remove_stale`), and nothing else in ``cache_dir`` is ever touched. Documents
+are tokenized in bounded pieces (:func:`.corpus.text_pieces`) and streamed to the cache file, so
+memory does not grow with one document's size.
 """
 
 import hashlib
 import json
 import logging
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -29,9 +38,17 @@ from tdlm_tree import (
     save_tree,
 )
 
-from .atomic import replace_dir, temp_dir_beside, write_json
+from .atomic import remove_stale, replace_dir, temp_dir_beside, write_json
 from .checkpoint import resolve_checkpoint
-from .corpus import CorpusConfig, Document, corpus_fingerprint, load_documents, split_documents
+from .corpus import (
+    CorpusConfig,
+    Document,
+    corpus_fingerprint,
+    corpus_pins,
+    load_documents,
+    split_documents,
+    text_pieces,
+)
 from .errors import UserError
 from .tokenizer import TextTokenizer, TokenizerConfig, load_tokenizer, train_bpe
 
@@ -72,10 +89,36 @@ class PreparedData:
     val_tokens: np.ndarray  # [T_val]
     token_bytes: np.ndarray  # [N] UTF-8 bytes per token id (0 for BOS/EOS): bits per byte
     cache_dir: Path
+    pins: dict  # the corpus's fingerprints (:func:`.corpus.corpus_pins`), for checkpoints
 
 
 def _key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+_T = TypeVar("_T")
+_MIB = 2**20
+
+
+def _cache_write(entry: Path, write: Callable[[], _T]) -> _T:
+    """``write()`` a cache entry; a failure is one line and leaves nothing (the atomic writes
+    remove their temporaries)."""
+    try:
+        return write()
+    except OSError as error:
+        try:
+            free = f"; {shutil.disk_usage(entry.parent).free / _MIB:,.0f} MiB free there"
+        except OSError:
+            free = ""
+        raise UserError(
+            f"could not write the cache entry {entry} ({error.strerror or error}{free}); nothing "
+            "was left there. Free some room or pass another --cache_dir"
+        ) from None
+
+
+def _pieces(docs: list[Document]) -> Iterator[str]:
+    for _, text in docs:
+        yield from text_pieces(text)
 
 
 def _tokenizer_for(config: TokenizerConfig, train: list[Document], cache: Path) -> TextTokenizer:
@@ -86,7 +129,7 @@ def _tokenizer_for(config: TokenizerConfig, train: list[Document], cache: Path) 
     if path.is_file():
         return load_tokenizer(str(path))
     logger.info("training a %d-token byte-level BPE on %d documents", config.vocab_size, len(train))
-    tokenizer = train_bpe((text for _, text in train), config.vocab_size, config.min_frequency)
+    tokenizer = train_bpe(_pieces(train), config.vocab_size, config.min_frequency)
     if tokenizer.vocab_size < config.vocab_size:  # BPE ran out of pairs seen min_frequency times
         logger.warning(
             "the training split supports only a %d-token BPE (asked for %d; pairs must occur "
@@ -96,17 +139,46 @@ def _tokenizer_for(config: TokenizerConfig, train: list[Document], cache: Path) 
             config.min_frequency,
             tokenizer.vocab_size,
         )
-    tokenizer.save(path)
+    _cache_write(path, lambda: tokenizer.save(path))
     return tokenizer
 
 
-def _wrapped_stream(tokenizer: TextTokenizer, docs: list[Document], batch: int = 256) -> np.ndarray:
-    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-    pieces = []
-    for start in range(0, len(docs), batch):
-        for ids in tokenizer.encode_batch([text for _, text in docs[start : start + batch]]):
-            pieces.append(np.asarray(ids + [tokenizer.eos_id], dtype=dtype))
-    return np.concatenate(pieces)
+# At most this many characters go to the tokenizer in one batch (its encodings hold offsets and
+# strings per token, ~200 bytes each: a batch of 1 Mi characters works in about 50 MiB).
+_BATCH_CHARS = 2**20
+
+
+def _write_stream(
+    tokenizer: TextTokenizer, docs: list[Document], path: Path, dtype: np.dtype
+) -> int:
+    """Tokenize ``docs`` into ``path``: each document's tokens then EOS (MDLM's wrapped stream),
+    written batch by batch; returns the number of tokens."""
+    total = 0
+    with open(path, "wb") as f:
+        batch: list[str] = []
+        ends: list[bool] = []  # whether each piece ends its document
+        chars = 0
+
+        def flush() -> None:
+            nonlocal total, chars
+            for ids, last in zip(tokenizer.encode_batch(batch), ends, strict=True):
+                ids = ids + [tokenizer.eos_id] if last else ids
+                np.asarray(ids, dtype=dtype).tofile(f)
+                total += len(ids)
+            batch.clear(), ends.clear()
+            chars = 0
+
+        for _, text in docs:
+            pieces = list(text_pieces(text)) if len(text) > _BATCH_CHARS else [text]
+            for i, piece in enumerate(pieces):
+                batch.append(piece)
+                ends.append(i == len(pieces) - 1)
+                chars += len(piece)
+                if chars >= _BATCH_CHARS or len(batch) >= 256:
+                    flush()
+        if batch:
+            flush()
+    return total
 
 
 def _load_token_cache(entry: Path) -> tuple[np.ndarray, np.ndarray, dict] | None:
@@ -128,44 +200,81 @@ def _load_token_cache(entry: Path) -> tuple[np.ndarray, np.ndarray, dict] | None
     return streams[0], streams[1], manifest
 
 
-def prepare_data(
-    corpus: CorpusConfig, tokenizer_config: TokenizerConfig, cache_dir: Path
-) -> PreparedData:
-    """Load, split, tokenize and cache the corpus (reusing every cache entry that matches)."""
-    docs = load_documents(corpus)
-    train, val = split_documents(docs, corpus.val_fraction)
-    tokenizer = _tokenizer_for(tokenizer_config, train, cache_dir)
-    key = _key(_CACHE_VERSION, corpus_fingerprint(docs), corpus.val_fraction, tokenizer.fingerprint)
-    entry = cache_dir / "tokens" / key
-    cached = _load_token_cache(entry)
-    if cached is None:
-        logger.info("tokenizing %d train / %d validation documents", len(train), len(val))
-        tmp = temp_dir_beside(entry)
-        streams = {
-            "train": _wrapped_stream(tokenizer, train),
-            "val": _wrapped_stream(tokenizer, val),
+def _utf8_bytes(text: str) -> int:
+    return sum(len(piece.encode()) for piece in text_pieces(text))
+
+
+def _build_token_cache(
+    entry: Path, corpus: CorpusConfig, tokenizer: TextTokenizer, train: list, val: list
+) -> None:
+    logger.info("tokenizing %d train / %d validation documents", len(train), len(val))
+    dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32)
+    tmp = temp_dir_beside(entry)
+    try:
+        counts = {
+            split: _write_stream(tokenizer, docs, tmp / f"{split}.bin", dtype)
+            for split, docs in (("train", train), ("val", val))
         }
-        for split, stream in streams.items():
-            stream.tofile(tmp / f"{split}.bin")
         manifest = {
             "version": _CACHE_VERSION,
             "corpus": asdict(corpus),
             "tokenizer_fingerprint": tokenizer.fingerprint,
-            "dtype": streams["train"].dtype.name,
-            "train_tokens": len(streams["train"]),
-            "val_tokens": len(streams["val"]),
+            "dtype": dtype.name,
+            "train_tokens": counts["train"],
+            "val_tokens": counts["val"],
             "train_documents": len(train),
             "val_documents": len(val),
-            "val_bytes": sum(len(text.encode()) for _, text in val),
+            "val_bytes": sum(_utf8_bytes(text) for _, text in val),
         }
         write_json(tmp / "manifest.json", manifest)
         replace_dir(tmp, entry)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _remove_stale_cache(cache_dir: Path) -> None:
+    for folder in (cache_dir / name for name in ("tokenizers", "tokens", "trees")):
+        for path in remove_stale(folder):
+            logger.info("removed %s, left by a cache writer that was killed", path)
+
+
+def prepare_data(
+    corpus: CorpusConfig,
+    tokenizer_config: TokenizerConfig,
+    cache_dir: Path,
+    *,
+    tokenizer: TextTokenizer | None = None,
+    check_corpus: Callable[[dict], None] | None = None,
+) -> PreparedData:
+    """Load, split, tokenize and cache the corpus (reusing every cache entry that matches).
+    ``tokenizer``: tokenize with this one (a resumed run's own) instead of the configured one;
+    ``check_corpus`` is given the corpus's pins before any tokenizer training or tokenizing."""
+    for part in (cache_dir, *cache_dir.parents):
+        if part.exists() and not part.is_dir():
+            raise UserError(f"--cache_dir {cache_dir}: {part} is a file, not a folder")
+    _remove_stale_cache(cache_dir)
+    docs = load_documents(corpus)
+    pins = corpus_pins(docs)
+    if check_corpus is not None:
+        check_corpus(pins)
+    train, val = split_documents(docs, corpus.val_fraction)
+    del docs  # a one-document corpus is split into copies: keep one copy of the text, not two
+    if tokenizer is None:
+        tokenizer = _tokenizer_for(tokenizer_config, train, cache_dir)
+    key = _key(_CACHE_VERSION, pins["fingerprint"], corpus.val_fraction, tokenizer.fingerprint)
+    entry = cache_dir / "tokens" / key
+    cached = _load_token_cache(entry)
+    if cached is None:
+        _cache_write(entry, lambda: _build_token_cache(entry, corpus, tokenizer, train, val))
         cached = _load_token_cache(entry)
         assert cached is not None
     train_tokens, val_tokens, manifest = cached
     token_bytes = tokenizer.token_bytes()
     _check_token_bytes(token_bytes, val_tokens, int(manifest["val_bytes"]))
-    return PreparedData(tokenizer, train_tokens, val_tokens, token_bytes, cache_dir)
+    return PreparedData(
+        tokenizer, train_tokens, val_tokens, token_bytes, cache_dir, pins
+    )
 
 
 def _check_token_bytes(token_bytes: np.ndarray, stream: np.ndarray, text_bytes: int) -> None:
@@ -263,5 +372,5 @@ def prepare_tree(config: TreeConfig, data: PreparedData, *, flat: bool = False) 
         tokenizer_fingerprint=fingerprint,
         **shape,
     )
-    save_tree(tree, path)
+    _cache_write(path, lambda: save_tree(tree, path))
     return tree

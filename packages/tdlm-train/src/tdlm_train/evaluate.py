@@ -35,7 +35,6 @@ from .errors import UserError
 from .genppl import GenPerplexity, GenPPLConfig, gen_ppl_of_run
 from .packing import PackedBlocks, PaddedBlocks
 from .run import Run
-from .tokenizer import TokenizerConfig
 
 __all__ = [
     "Validation",
@@ -290,8 +289,8 @@ def evaluate_run(
 def _split_blocks(run: Run, config: RunConfig, split: str) -> tuple[PackedBlocks, np.ndarray]:
     if split not in ("val", "train"):
         raise UserError(f"--split must be val or train, got {split!r}")
-    tokenizer = TokenizerConfig(name=str(run.tokenizer_file()))
-    data = prepare_data(config.data, tokenizer, Path(config.cache_dir))
+    cache = Path(config.cache_dir)
+    data = prepare_data(config.data, config.tokenizer, cache, tokenizer=run.tokenizer)
     stream = data.val_tokens if split == "val" else data.train_tokens
     blocks = PackedBlocks(stream, config.seq_len, data.tokenizer.bos_id, data.tokenizer.eos_id)
     if len(blocks) == 0:

@@ -18,6 +18,8 @@ repo id (:mod:`.pretrained` fetches and checks it).
 
 import dataclasses
 import json
+import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from safetensors.torch import save_file
 
 from tdlm_nn import param_breakdown
 
-from .atomic import replace_dir, temp_dir_beside, write_json
+from .atomic import remove_stale, replace_dir, temp_dir_beside, write_json
 from .errors import UserError
 from .evaluate import Evaluation, Validation
 from .metrics import read_metrics
@@ -38,10 +40,13 @@ from .pretrained import (
     FORMAT_VERSION,
     MODEL_TYPE,
     export_config_of,
+    file_digest,
     library_version,
 )
 from .run import Run
-from .run_files import RunFiles, save_run_files
+from .run_files import RunFiles, save_run_files, tree_fingerprint
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "export_run",
@@ -62,8 +67,9 @@ def export_run(
     (``evaluate_run``); by default the validation the run folder's ``metrics.jsonl`` recorded at
     the checkpoint's step (EMA weights only), else none. The folder is assembled beside
     ``out_dir`` and renamed into place; an existing ``out_dir`` is replaced only if it is empty
-    or a previous export (nothing but :data:`EXPORT_FILES`, config.json naming model_type tdlm),
-    so nothing else is ever deleted.
+    or a previous export left as written (nothing but :data:`EXPORT_FILES`, config.json naming
+    model_type tdlm, every other file as its ``files`` digests record), so nothing else is ever
+    deleted. A link at ``out_dir`` stays a link: the folder it points to is written.
     """
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
@@ -71,16 +77,20 @@ def export_run(
     if validation is None and weights == "ema":
         validation = recorded_validation(run)
     meta = _export_config(run, weights, validation)
+    for path in remove_stale(out.parent):
+        logger.info("removed %s, left by an export that was killed", path)
     try:
         tmp = temp_dir_beside(out)
     except OSError as error:
         raise UserError(f"--out {out}: cannot write there ({error.strerror})") from None
     try:
         save_run_files(tmp, RunFiles(run.config, run.tokenizer, run.tree, run.counts))
-        write_json(tmp / "config.json", meta)  # the export's: the RunConfig wrapped in metadata
         tensors = {k: v.detach().contiguous().cpu() for k, v in run.model.state_dict().items()}
         save_file(tensors, tmp / "model.safetensors")
         (tmp / "README.md").write_text(model_card(meta), encoding="utf-8")
+        written = [name for name in EXPORT_FILES if name != "config.json"]
+        meta["files"] = {name: file_digest(tmp / name) for name in written}
+        write_json(tmp / "config.json", meta)  # the export's: the RunConfig wrapped in metadata
         replace_dir(tmp, out)
     except (OSError, SafetensorError) as error:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -94,8 +104,11 @@ def export_run(
 
 def check_export_target(out_dir: str | Path) -> Path:
     """``out_dir`` if an export may be written there: missing, empty, or a previous export
-    (replaced whole); a folder holding anything else is refused, untouched."""
+    as it was written (replaced whole); anything else is refused, untouched. A link is
+    followed (and kept): its target must be such a folder."""
     out = Path(out_dir)
+    if out.is_symlink() and not out.exists():
+        raise UserError(f"--out {out} is a link to {os.readlink(out)}, which does not exist")
     if not out.exists():
         return out
     if not out.is_dir():
@@ -108,6 +121,16 @@ def check_export_target(out_dir: str | Path) -> Path:
         raise UserError(
             f"--out {out} holds other files and is not a previous export; give a new or empty "
             "folder (an export replaces only an earlier export)"
+        )
+    recorded = previous.get("files")
+    edited = sorted(
+        name for name in names - {"config.json"}
+        if isinstance(recorded, dict) and recorded.get(name) != file_digest(out / name)
+    )  # fmt: skip
+    if edited:
+        raise UserError(
+            f"--out {out}: {', '.join(edited)} changed since that export was written; move "
+            "the folder aside or give another --out (an export replaces only its own files)"
         )
     return out
 
@@ -163,6 +186,7 @@ def _export_config(run: Run, weights: str, evaluation: Evaluation | None) -> dic
         "level_sizes": list(run.tree.level_sizes),
         "vocab_size": run.tree.vocab_size,
         "tokenizer_fingerprint": run.tokenizer.fingerprint,
+        "tree_fingerprint": tree_fingerprint(run.tree),
         "validation": validation,
         "library": {"tdlm-train": library_version("tdlm-train"), "torch": torch.__version__},
     }

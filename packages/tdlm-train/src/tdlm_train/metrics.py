@@ -11,6 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write
+
 __all__ = ["MetricsLog", "plot_curves", "summary_table"]
 
 logger = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ def plot_curves(run_dir: Path, title: str) -> Path | None:
     fig.suptitle(title)
     fig.tight_layout()
     path = run_dir / "curves.png"
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return path
 

@@ -9,7 +9,9 @@ nothing of the run, so :mod:`.run` imports it and :mod:`.hub` (which writes the 
 both.
 """
 
+import hashlib
 import json
+import logging
 import re
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -21,12 +23,14 @@ from safetensors.torch import load_file
 
 from .config import run_config_from_dict
 from .errors import UserError
-from .run_files import RunFiles, load_run_files
+from .run_files import RunFiles, check_pins, load_run_files
 
 __all__ = [
     "MODEL_TYPE",
     "FORMAT_VERSION",
     "EXPORT_FILES",
+    "EXPORT_KEYS",
+    "file_digest",
     "local_folder",
     "is_export",
     "export_config_of",
@@ -34,6 +38,7 @@ __all__ = [
     "library_version",
 ]
 
+logger = logging.getLogger(__name__)
 MODEL_TYPE = "tdlm"
 FORMAT_VERSION = 1
 EXPORT_FILES = (
@@ -44,6 +49,12 @@ EXPORT_FILES = (
     "counts.npy",
     "README.md",
 )
+# The keys of an export's config.json; others are named in a warning and ignored.
+EXPORT_KEYS = frozenset({
+    "model_type", "format_version", "kind", "weights", "run_config", "step", "tokens",
+    "parameters", "level_sizes", "vocab_size", "tokenizer_fingerprint", "tree_fingerprint",
+    "files", "validation", "library",
+})  # fmt: skip
 # owner/name[@revision]: the hub's repo id form; anything else is only ever a local path.
 _REPO_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?")
 
@@ -100,6 +111,15 @@ def is_export(folder: Path) -> bool:
     return export_config_of(Path(folder)) is not None
 
 
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes (an export records its files' to notice later edits)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def export_config_of(folder: Path) -> dict[str, Any] | None:
     try:
         raw = json.loads((folder / "config.json").read_text())
@@ -126,6 +146,12 @@ def load_export(
             f"{where} has format_version {raw.get('format_version')!r}; this tdlm-train reads "
             f"{FORMAT_VERSION} (upgrade it for newer exports)"
         )
+    unknown = sorted(set(raw) - EXPORT_KEYS)
+    if unknown:
+        logger.warning(
+            "warning: %s has keys this tdlm-train does not know, ignored: %s", where,
+            ", ".join(unknown),
+        )  # fmt: skip
     needed = [name for name in EXPORT_FILES if name != "README.md"]  # the card is for people
     missing = [name for name in needed if not (folder / name).is_file()]
     if missing:
@@ -142,11 +168,8 @@ def load_export(
         raise UserError(f"export {folder} holds the {held} weights, not the {weights} ones{hint}")
     config = run_config_from_dict(run_config, where)
     files = load_run_files(folder, config=config)
-    if files.tokenizer.fingerprint != fingerprint:
-        raise UserError(
-            f"{folder}/tokenizer.json (fingerprint {files.tokenizer.fingerprint}) is not the "
-            f"tokenizer the model was trained with ({fingerprint})"
-        )
+    tree = {"fingerprint": raw.get("tree_fingerprint")}
+    check_pins({"tokenizer_fingerprint": fingerprint, "tree": tree}, files, folder)
     try:
         tensors = load_file(folder / "model.safetensors")
     except (OSError, SafetensorError) as error:

@@ -14,6 +14,7 @@ continues, every part restored. The train, eval and sample apps and the benches 
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,14 @@ from tdlm_tree import VocabTree
 
 from .checkpoint import load_checkpoint, load_weights, resolve_checkpoint
 from .config import RunConfig
+from .corpus import pin_changes
 from .data import PreparedData, prepare_data, prepare_tree
 from .errors import UserError
 from .overrides import config_to_dict
 from .packing import BlockOrder, PackedBlocks
 from .parallel import shard
 from .pretrained import is_export, load_export, local_folder
-from .run_files import RunFiles, load_run_files, save_run_files
+from .run_files import RunFiles, check_pins, load_run_files, save_run_files, tree_fingerprint
 from .runtime import Dist, Ema, pick_device
 from .states import ModelState, OptimizerState, RngState, Stateful, TrainState
 from .tokenizer import TextTokenizer
@@ -42,6 +44,30 @@ from .tokenizer import TextTokenizer
 __all__ = ["Run", "RunData", "build_process", "build_network"]
 
 logger = logging.getLogger(__name__)
+
+
+def _check_corpus(then: dict | None, now: dict, checkpoint: Path, allow_changed: bool) -> None:
+    """Refuse (or, with ``allow_changed``, report) a corpus that is not the one ``checkpoint``
+    was trained on; a checkpoint from before corpus pins cannot be checked, and says so."""
+    if then is None:
+        logger.info("%s records no corpus fingerprint: the corpus is not checked", checkpoint)
+        return
+    changes = pin_changes(then, now)
+    if not changes:
+        return
+    shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
+    if not allow_changed:
+        raise UserError(
+            f"--resume: the corpus changed since {checkpoint.name} was trained ({shown}); restore "
+            "it, or pass --allow_changed_data to continue on it with the run's own tokenizer "
+            "and tree"
+        )
+    logger.warning(
+        "warning: the corpus changed since %s (%s); continuing on it with the run's own "
+        "tokenizer and tree (--allow_changed_data)",
+        checkpoint.name,
+        shown,
+    )
 
 
 def build_process(config: RunConfig, tree: VocabTree, counts: np.ndarray | None) -> TreeProcess:
@@ -110,20 +136,41 @@ class Run:
     # --- building ------------------------------------------------------------------------
     @classmethod
     def from_config(
-        cls, config: RunConfig, *, dist_info: Dist | None = None, device: torch.device | None = None
+        cls,
+        config: RunConfig,
+        *,
+        dist_info: Dist | None = None,
+        device: torch.device | None = None,
+        files: RunFiles | None = None,
+        check_corpus: Callable[[dict], None] | None = None,
     ) -> "Run":
         """A fresh run: data and tree prepared (rank 0 builds the caches, the others then read
-        them), every part built, nothing written to the run folder yet."""
+        them), every part built, nothing written to the run folder yet. ``files``: a resumed
+        run's own tokenizer, tree and counts, used as they are (the corpus is tokenized with
+        that tokenizer, nothing is retrained); ``check_corpus`` sees the corpus's pins before
+        any tokenizing."""
         config, dist_info = config.with_run_dir(), dist_info or Dist()
         device = device or pick_device(config.device, dist_info.local_rank)
         torch.manual_seed(config.seed + dist_info.rank)
         if not dist_info.is_main:
             dist_info.barrier()
-        prepared = prepare_data(config.data, config.tokenizer, Path(config.cache_dir))
-        tree = prepare_tree(config.tree, prepared, flat=config.kind in ("mdlm", "ar"))
+        prepared = prepare_data(
+            config.data,
+            config.tokenizer,
+            Path(config.cache_dir),
+            tokenizer=files.tokenizer if files else None,
+            check_corpus=check_corpus,
+        )
+        if files is None:
+            tree = prepare_tree(config.tree, prepared, flat=config.kind in ("mdlm", "ar"))
+        else:
+            tree = files.tree
         if dist_info.is_main:
             dist_info.barrier()
-        counts = np.bincount(np.asarray(prepared.train_tokens), minlength=tree.vocab_size)
+        if files is None:
+            counts = np.bincount(np.asarray(prepared.train_tokens), minlength=tree.vocab_size)
+        else:
+            counts = files.counts  # the schedule's entropy allocation was built on these
         data = RunData.pack(prepared, config.seq_len)
         order = BlockOrder(
             len(data.train_blocks),
@@ -148,6 +195,7 @@ class Run:
         training: bool = False,
         config: RunConfig | None = None,
         dist_info: Dist | None = None,
+        allow_changed_data: bool = False,
     ) -> "Run":
         """A checkpoint (or a run folder's latest) rebuilt from its run folder, or an exported
         model: a folder :func:`~tdlm_train.hub.export_run` wrote, or a hub repo id
@@ -158,7 +206,11 @@ class Run:
         averaged weights, as validation scores them) or ``"raw"`` (an export holds one set,
         which ``weights`` must name); the model is in eval mode.
         With ``training=True`` it is the run continued: :meth:`from_config` with ``config``
-        (default: the saved one) and every part's state loaded from the checkpoint.
+        (default: the saved one), the run folder's own tokenizer, tree and counts, and every
+        part's state loaded from the checkpoint. A corpus that changed since the checkpoint
+        is refused, naming what changed, unless ``allow_changed_data`` (then it is tokenized
+        with the run's tokenizer, and no file an existing checkpoint depends on changes).
+        Either way the run folder's tokenizer and tree must be the checkpoint's own.
         """
         if weights not in ("ema", "raw"):
             raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
@@ -173,16 +225,25 @@ class Run:
             return cls._inference(files, path, tensors, state, path, device, dist_info)
         path = resolve_checkpoint(path)
         folder = path.parent.parent  # where the run folder is now (it may have moved)
+        files = load_run_files(folder)
         if training:
+            checkpoint = load_checkpoint(path)
+            check_pins(checkpoint.state, files, path)
             if config is None:
-                config = dataclasses.replace(load_run_files(folder).config, run_dir=str(folder))
-            run = cls.from_config(config, dist_info=dist_info, device=device)
-            run.load_state_dict(load_checkpoint(path).states())
+                config = dataclasses.replace(files.config, run_dir=str(folder))
+
+            def check_corpus(pins: dict) -> None:
+                _check_corpus(checkpoint.state.get("data"), pins, path, allow_changed_data)
+
+            run = cls.from_config(
+                config, dist_info=dist_info, device=device, files=files, check_corpus=check_corpus
+            )
+            run.load_state_dict(checkpoint.states())
             run.checkpoint = path
             logger.info("resumed from %s (step %d)", path, run.state.step)
             return run
-        files = load_run_files(folder)
         tensors, state = load_weights(path, ema=weights == "ema")
+        check_pins(state, files, path)
         return cls._inference(files, folder, tensors, state, path, device, dist_info)
 
     @classmethod
@@ -275,20 +336,30 @@ class Run:
             part.load_state_dict(states[name])
 
     def meta(self) -> dict[str, Any]:
-        """What a checkpoint records besides the states: the config, tokenizer and tree."""
+        """What a checkpoint records besides the states: the config, and the fingerprints of
+        the tokenizer, tree and corpus it was trained with (a resume checks them)."""
+        tree = {
+            "file": "tree.npz",
+            "level_sizes": list(self.tree.level_sizes),
+            "fingerprint": tree_fingerprint(self.tree),
+        }
         return {
             "config": config_to_dict(self.config),
             "tokenizer_fingerprint": self.tokenizer.fingerprint,
-            "tree": {"file": "tree.npz", "level_sizes": list(self.tree.level_sizes)},
+            "tree": tree,
+            "data": self.data.prepared.pins if self.data is not None else None,
             "versions": {"torch": torch.__version__},
         }
 
     def save_files(self) -> None:
-        """The run folder's own files (rank 0): config, tokenizer, tree and token counts."""
+        """The run folder's own files (rank 0): config, tokenizer, tree and token counts; a
+        resumed run rewrites only config.json (its checkpoints depend on the others)."""
         if self.dist.is_main:
             self.folder.mkdir(parents=True, exist_ok=True)
             save_run_files(
-                self.folder, RunFiles(self.config, self.tokenizer, self.tree, self.counts)
+                self.folder,
+                RunFiles(self.config, self.tokenizer, self.tree, self.counts),
+                config_only=self.checkpoint is not None,
             )
 
     # --- use -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 rebuilt exactly as it was trained, without the training corpus.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,17 @@ from .errors import UserError
 from .overrides import config_to_dict
 from .tokenizer import TextTokenizer, load_tokenizer
 
-__all__ = ["RunFiles", "save_run_files", "load_run_files"]
+__all__ = ["RunFiles", "save_run_files", "load_run_files", "tree_fingerprint"]
+
+
+def tree_fingerprint(tree: VocabTree) -> str:
+    """A hash of the tree's structure (every level's parents and slots), which checkpoints
+    record: the same tree, however saved, has the same fingerprint."""
+    h = hashlib.sha256(np.asarray(tree.level_sizes, dtype=np.int64).tobytes())
+    for parents, slots in zip(tree.parents, tree.slots, strict=True):
+        h.update(np.ascontiguousarray(parents, dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(slots, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
 
 
 @dataclass
@@ -28,9 +39,13 @@ class RunFiles:
     counts: np.ndarray  # training-token counts (for the entropy allocation and statistics)
 
 
-def save_run_files(run_dir: Path, files: RunFiles) -> None:
-    """``config.json``, ``tokenizer.json``, ``tree.npz``, ``counts.npy`` (rank 0, atomically)."""
+def save_run_files(run_dir: Path, files: RunFiles, *, config_only: bool = False) -> None:
+    """``config.json``, ``tokenizer.json``, ``tree.npz``, ``counts.npy`` (rank 0, atomically).
+    ``config_only``: a resumed run's, whose other files its checkpoints depend on (never
+    rewritten)."""
     write_json(run_dir / "config.json", config_to_dict(files.config))
+    if config_only:
+        return
     files.tokenizer.save(run_dir / "tokenizer.json")
     save_tree(files.tree, run_dir / "tree.npz")
 
@@ -69,3 +84,20 @@ def load_run_files(run_dir: Path, *, config: RunConfig | None = None) -> RunFile
     if not isinstance(counts, np.ndarray) or counts.shape != (tree.vocab_size,):
         raise UserError(f"{run_dir}/counts.npy does not hold one count per token of the tree")
     return RunFiles(config, tokenizer, tree, counts)
+
+
+def check_pins(state: dict, files: RunFiles, checkpoint: Path) -> None:
+    """Refuse, in one line, a run folder whose tokenizer or tree is not the one ``checkpoint``
+    (its ``state.json`` read as ``state``) was trained with: its ids would decode as other
+    text. Checkpoints from before the tree was pinned are checked on the tokenizer only."""
+    pinned = {
+        "tokenizer.json": (state.get("tokenizer_fingerprint"), files.tokenizer.fingerprint),
+        "tree.npz": ((state.get("tree") or {}).get("fingerprint"), tree_fingerprint(files.tree)),
+    }
+    for name, (then, now) in pinned.items():
+        if then is not None and then != now:
+            raise UserError(
+                f"{checkpoint} was trained with another {name} than the one beside it "
+                f"(fingerprint {then}, the file's {now}): its ids would decode as other text; "
+                "restore that file"
+            )

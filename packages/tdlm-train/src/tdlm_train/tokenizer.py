@@ -8,8 +8,6 @@ silently used with another.
 """
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import UserError
 
 __all__ = ["TokenizerConfig", "TextTokenizer", "train_bpe", "load_tokenizer"]
@@ -109,15 +108,7 @@ class TextTokenizer:
 
     def save(self, path: Path) -> None:
         """Write ``tokenizer.json`` atomically."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            self.backend.save(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda tmp: self.backend.save(str(tmp)))
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> TextTokenizer:

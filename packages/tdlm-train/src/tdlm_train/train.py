@@ -1,10 +1,11 @@
 """``train(config)``: a guarded run folder, a :class:`~tdlm_train.run.Run`, a
 :class:`~tdlm_train.trainer.Trainer` to the budget, then the plot and the summary table.
 
-The run folder is the run's property: rank 0 holds its lock for the whole run (a second run on
-it is refused, naming the holder's pid), checks it is writable with room and removes a killed
-run's leftovers, and checks that a ``--resume`` is compatible (naming each differing field)
-before any data work.
+The run folder is the run's property: rank 0 claims it (a folder of the user's files is refused
+unless ``adopt``, :mod:`.run_folder`), holds its lock for the whole run (a second run on it is
+refused, naming the holder's pid), checks it is writable with room and removes a killed run's
+marked leftovers, and checks that a ``--resume`` is compatible (naming each differing field)
+before any data work; the resume then checks its tokenizer, tree and corpus (:mod:`.run`).
 """
 
 import contextlib
@@ -14,13 +15,14 @@ from pathlib import Path
 
 from tdlm_nn import param_breakdown
 
+from .atomic import atomic_write
 from .checkpoint import latest_checkpoint
 from .config import RunConfig, run_config_from_dict
 from .errors import UserError
 from .metrics import MetricsLog, plot_curves, summary_table
 from .parallel import local_state_bytes
 from .run import Run
-from .run_folder import RunFolderLock, check_room, remove_leftovers
+from .run_folder import RunFolderLock, check_room, claim_run_folder, remove_leftovers
 from .runtime import peak_memory_bytes, setup_distributed
 from .trainer import Trainer, TrainResult
 from .watchers import MetricsRecorder, ProgressBar
@@ -34,11 +36,25 @@ logger = logging.getLogger(__name__)
 _BASE_ROOM = 64 * 2**20
 
 
-def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train as ``config`` says; returns the run's summary (rank 0 also writes the run folder)."""
+def train(
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    adopt: bool = False,
+    allow_changed_data: bool = False,
+) -> TrainResult:
+    """Train as ``config`` says; returns the run's summary (rank 0 also writes the run folder).
+
+    ``adopt``: train in a non-empty folder TDLM did not make, beside its files (none may bear a
+    name the run writes). ``allow_changed_data``: resume on a corpus that changed since the
+    checkpoint, with the run's own tokenizer and tree.
+    """
     dist_info, device = setup_distributed(config.device)
     config = config.with_run_dir()
     folder = Path(config.run_dir)
+    if dist_info.is_main:
+        claim_run_folder(folder, adopt=adopt)
     with RunFolderLock(folder) if dist_info.is_main else contextlib.nullcontext():
         if dist_info.is_main:
             check_room(folder, _BASE_ROOM, "a run")
@@ -49,7 +65,12 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
             run = Run.from_config(config, dist_info=dist_info, device=device)
         else:
             run = Run.from_checkpoint(
-                latest, training=True, config=config, dist_info=dist_info, device=device
+                latest,
+                training=True,
+                config=config,
+                dist_info=dist_info,
+                device=device,
+                allow_changed_data=allow_changed_data,
             )
         if dist_info.is_main:  # weights, EMA and AdamW: 16 bytes per parameter, per checkpoint
             kept = config.keep_last + 2  # the newest ones, the best one, the one being written
@@ -72,9 +93,8 @@ def _fit(run: Run, progress: bool) -> TrainResult:
         title = f"{run.config.kind} ({run.tree.level_sizes}), {run.config.data.source}"
         plot_curves(run.folder, title)
         result.summary = run_summary(run, result)
-        (run.folder / "summary.txt").write_text(
-            result.summary + "\n\nsample:\n" + "\n---\n".join(result.samples) + "\n"
-        )
+        text = result.summary + "\n\nsample:\n" + "\n---\n".join(result.samples) + "\n"
+        atomic_write(run.folder / "summary.txt", lambda tmp: tmp.write_text(text))
     run.dist.barrier()
     return result
 

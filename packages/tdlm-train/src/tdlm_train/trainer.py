@@ -216,10 +216,13 @@ class Trainer:
 
     def save(self) -> Path | None:
         """A checkpoint of every part. Every rank calls it (the RNG states, and FSDP's shards,
-        are gathered); rank 0 writes it and gets its path."""
+        are gathered); rank 0 writes it and gets its path. The run folder's own files are
+        written first if it lacks them: a checkpoint is rebuilt from them."""
         states = self.run.state_dict()
         if not self.run.dist.is_main:
             return None
+        if not (self.run.folder / "tokenizer.json").is_file():
+            self.run.save_files()
         return save_checkpoint(
             self.run.folder, states, self.run.meta(), keep_last=self.run.config.keep_last
         )

@@ -26,11 +26,20 @@ import numpy as np
 
 from .tree import TreeError, VocabTree
 
-__all__ = ["save_tree", "load_tree", "FORMAT_VERSION"]
+__all__ = ["save_tree", "load_tree", "FORMAT_VERSION", "TEMP_MARK", "temp_prefix"]
 
 FORMAT_NAME = "tdlm-tree"
 FORMAT_VERSION = 1
 _ARRAYS = ("level_sizes", "parent", "slot", "metadata")
+# Every temporary name a TDLM package writes starts with this mark and the writer's pid, so a
+# cleanup can tell its own half-written files (a killed writer's) from a user's, and never
+# touches a name without it (docs/architecture.md "What TDLM owns in a folder").
+TEMP_MARK = ".tdlm-tmp-"
+
+
+def temp_prefix(name: str) -> str:
+    """The prefix of this process's temporary names for a file or folder ``name``."""
+    return f"{TEMP_MARK}{os.getpid()}-{name}-"
 
 
 def _metadata(tree: VocabTree) -> dict[str, Any]:
@@ -59,7 +68,7 @@ def save_tree(tree: VocabTree, path: str | os.PathLike[str]) -> Path:
         slot[offsets[h] : offsets[h + 1]] = tree.slots[h]
     meta = np.frombuffer(json.dumps(_metadata(tree), sort_keys=True).encode(), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name))
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(
