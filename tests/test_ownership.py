@@ -409,6 +409,25 @@ def test_a_failing_cache_write_says_so_and_leaves_nothing(
     ]
 
 
+def test_a_cache_loses_only_a_killed_writers_marked_temporaries(tmp_path, small_args):
+    cache = tmp_path / "cache"
+    pid = _dead_pid()
+    killed = cache / "tokens" / f".tdlm-tmp-{pid}-0123456789abcdef-abcd1234"
+    killed.mkdir(parents=True)
+    (killed / "train.bin").write_bytes(b"half")
+    users = {
+        cache / "tokens" / ".mine.abc.tmp": b"mine",
+        cache / "trees" / "tree.npz.old": b"mine too",
+        cache / "notes.txt": b"and this",
+    }
+    for path, data in users.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    assert train_main(small_args(tmp_path / "run", cache_dir=cache, max_steps=1)) == 0
+    assert not killed.exists()
+    assert {path: path.read_bytes() for path in users} == users
+
+
 def test_eval_out_is_checked_before_scoring(tmp_path, finished, capsys, monkeypatch):
     run_dir, _ = finished
 
