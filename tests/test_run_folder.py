@@ -127,13 +127,14 @@ def test_killed_runs_leftovers_are_cleaned_and_a_lone_old_copy_restored(
         run / "thesis.old": b"chapter 1",
         run / ".notes.abc.tmp": b"draft",
         checkpoints / "step_00000003.old": b"a copy I made",
+        checkpoints / "step_00000099": b"a file, not a checkpoint",
         run / f".tdlm-tmp-{os.getppid()}-config.json-live1234": b"being written",
     }
     for path, data in mine.items():
         path.write_bytes(data)
     assert train_main([*small_args(run, max_steps=4), "--resume"]) == 0
     names = sorted(p.name for p in checkpoints.iterdir())
-    assert names == ["step_00000003", "step_00000003.old", "step_00000004"]
+    assert names == ["step_00000003", "step_00000003.old", "step_00000004", "step_00000099"]
     assert not list(run.glob(f".tdlm-tmp-{pid}-*"))
     assert {path: path.read_bytes() for path in mine} == mine
 
