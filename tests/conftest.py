@@ -62,3 +62,13 @@ def small_args(corpus, cache):
         return [item for key, value in options.items() for item in (f"--{key}", value)]
 
     return make
+
+
+@pytest.fixture
+def no_data_work(monkeypatch):
+    """Any data preparation fails the test: what it guards must be refused before it."""
+
+    def no_data(*_args, **_kwargs):
+        raise AssertionError("data preparation started")
+
+    monkeypatch.setattr("tdlm_train.run.prepare_data", no_data)

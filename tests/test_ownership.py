@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tdlm_train import data as data_module
-from tdlm_train import run as run_module
 from tdlm_train.atomic import remove_stale, write_json
 from tdlm_train.checkpoint import list_checkpoints
 from tdlm_train.cli import eval_main, export_main, sample_main, train_main
@@ -71,14 +70,6 @@ def finished(tmp_path_factory, small_args):
     assert train_main(small_args(root / "run", max_steps=3)) == 0
     assert export_main(["--checkpoint", str(root / "run"), "--out", str(root / "export")]) == 0
     return root / "run", root / "export"
-
-
-@pytest.fixture
-def no_data_work(monkeypatch):
-    def no_data(*_args, **_kwargs):
-        raise AssertionError("data preparation started")
-
-    monkeypatch.setattr(run_module, "prepare_data", no_data)
 
 
 # --- 1. a run folder of the user's files ----------------------------------------------------

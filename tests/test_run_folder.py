@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from tdlm_train import run, trainer
+from tdlm_train import trainer
 from tdlm_train.checkpoint import latest_checkpoint, list_checkpoints
 from tdlm_train.cli import eval_main, sample_main, train_main
 from tdlm_train.config import RunConfig
@@ -43,16 +43,6 @@ def test_a_second_run_on_a_locked_folder_is_refused_naming_the_holder(tmp_path, 
     ]
     assert not list_checkpoints(run)
     assert train_main(small_args(run, max_steps=1)) == 0  # released: the folder is usable
-
-
-@pytest.fixture
-def no_data_work(monkeypatch):
-    """Any data preparation fails the test: what it guards must be refused before it."""
-
-    def no_data(*_args, **_kwargs):
-        raise AssertionError("data preparation started")
-
-    monkeypatch.setattr(run, "prepare_data", no_data)
 
 
 def test_an_unusable_folder_is_refused_before_any_data_work(
